@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite: proto lint and format, Python lint and format, then pytest
+# against the real stack (gRPC server, Envoy, SQLite and a throwaway PostgreSQL cluster
+# that the tests start and stop). Installs what is missing, PostgreSQL included.
+# Extra arguments go to pytest (e.g. scripts/test.sh -k device_type).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+
+echo "==> PostgreSQL server"
+.venv/bin/python -c 'from devicehub.pgcluster import ensure_pg_installed; print(ensure_pg_installed())'
+
+echo "==> buf lint / buf format"
+.venv/bin/buf lint
+.venv/bin/buf format --diff --exit-code proto
+
+echo "==> ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+
+echo "==> pytest"
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,1 @@
+"""devicehub: device-management backend (gRPC services behind an Envoy REST edge)."""

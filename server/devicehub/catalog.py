@@ -1,0 +1,411 @@
+"""The device catalog: device types, production batches and the device registry.
+
+Reads are open to every authenticated caller; writes need an admin. Every write is one
+transaction: a failed validation or conflict leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import peewee
+
+from devicehub import validation
+from devicehub.db import database
+from devicehub.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, PermissionDenied
+from devicehub.models import Device, DeviceBatch, DeviceType, utcnow
+from devicehub.pagination import Page, paginate
+from devicehub.security import Caller
+from devicehub.v1 import error_pb2 as reasons
+
+MAX_BATCH_CREATE = 1000
+"""Most devices one ``batch_create`` call may register."""
+
+MAX_SERIAL_LENGTH = 32
+
+
+def require_admin(caller: Caller) -> None:
+    if not caller.is_admin:
+        raise PermissionDenied("Only admins may change the device catalog")
+
+
+def _taken(column: str, value: str = "") -> AlreadyExists:
+    messages = {
+        "code": ("Device type code already exists", reasons.ERROR_REASON_DEVICE_TYPE_CODE_TAKEN),
+        "batch_number": ("Batch number already exists", reasons.ERROR_REASON_BATCH_NUMBER_TAKEN),
+        "device_code": ("Device code already exists", reasons.ERROR_REASON_DEVICE_CODE_TAKEN),
+        "mac_address": ("MAC address already exists", reasons.ERROR_REASON_MAC_ADDRESS_TAKEN),
+    }
+    message, reason = messages[column]
+    return AlreadyExists(f"{message}: {value}" if value else message, reason)
+
+
+def _unique_violation(exc: peewee.IntegrityError) -> AlreadyExists:
+    """Names the unique value a concurrent writer took between our check and our insert."""
+    text = str(exc)
+    for column in ("device_code", "mac_address", "batch_number", "serial_number", "code"):
+        if column in text:
+            return _taken("device_code" if column == "serial_number" else column)
+    raise exc
+
+
+# --- device types -----------------------------------------------------------------
+
+
+def _device_type_fields(name: str, code: str, description: str) -> dict:
+    return {
+        "name": validation.text("name", name, max_length=100),
+        "code": validation.code("code", code, max_length=16),
+        "description": validation.text("description", description, max_length=1000, required=False),
+    }
+
+
+def list_device_types(page_size: int = 0, page_token: str = "") -> Page[DeviceType]:
+    return paginate(DeviceType.select(), DeviceType, page_size, page_token)
+
+
+def get_device_type(type_id: int) -> DeviceType:
+    device_type = DeviceType.get_or_none(DeviceType.id == type_id)
+    if device_type is None:
+        raise NotFound("Device type not found", reasons.ERROR_REASON_DEVICE_TYPE_NOT_FOUND)
+    return device_type
+
+
+def create_device_type(caller: Caller, name: str, code: str, description: str = "") -> DeviceType:
+    require_admin(caller)
+    fields = _device_type_fields(name, code, description)
+    with database.atomic():
+        if DeviceType.select().where(DeviceType.code == fields["code"]).exists():
+            raise _taken("code", fields["code"])
+        try:
+            return DeviceType.create(**fields)
+        except peewee.IntegrityError as exc:
+            raise _unique_violation(exc) from None
+
+
+def update_device_type(
+    caller: Caller, type_id: int, name: str, code: str, description: str = ""
+) -> DeviceType:
+    require_admin(caller)
+    fields = _device_type_fields(name, code, description)
+    with database.atomic():
+        device_type = get_device_type(type_id)
+        if fields["code"] != device_type.code:
+            if DeviceType.select().where(DeviceType.code == fields["code"]).exists():
+                raise _taken("code", fields["code"])
+            if Device.select().where(Device.device_type == type_id).exists():
+                raise Conflict(
+                    "Device type code cannot change while devices of this type exist",
+                    reasons.ERROR_REASON_DEVICE_TYPE_CODE_LOCKED,
+                )
+        for key, value in fields.items():
+            setattr(device_type, key, value)
+        device_type.updated_at = utcnow()
+        try:
+            device_type.save()
+        except peewee.IntegrityError as exc:
+            raise _unique_violation(exc) from None
+        return device_type
+
+
+def delete_device_type(caller: Caller, type_id: int) -> None:
+    require_admin(caller)
+    with database.atomic():
+        device_type = get_device_type(type_id)
+        in_use = (
+            DeviceBatch.select().where(DeviceBatch.device_type == type_id).exists()
+            or Device.select().where(Device.device_type == type_id).exists()
+        )
+        if in_use:
+            raise Conflict(
+                "Device type still has batches or devices",
+                reasons.ERROR_REASON_DEVICE_TYPE_IN_USE,
+            )
+        device_type.delete_instance()
+
+
+# --- device batches ---------------------------------------------------------------
+
+
+def _batches() -> peewee.ModelSelect:
+    return DeviceBatch.select(DeviceBatch, DeviceType).join(DeviceType)
+
+
+def _batch_fields(
+    device_type_id: int, batch_number: str, production_date: str, quantity: int, description: str
+) -> dict:
+    if quantity < 0:
+        raise InvalidArgument("quantity must not be negative")
+    return {
+        "device_type": validation.positive_id("device_type", device_type_id),
+        "batch_number": validation.code("batch_number", batch_number, max_length=32),
+        "production_date": validation.date("production_date", production_date),
+        "quantity": quantity,
+        "description": validation.text("description", description, max_length=1000, required=False),
+    }
+
+
+def list_device_batches(page_size: int = 0, page_token: str = "") -> Page[DeviceBatch]:
+    return paginate(_batches(), DeviceBatch, page_size, page_token)
+
+
+def get_device_batch(batch_id: int) -> DeviceBatch:
+    batch = _batches().where(DeviceBatch.id == batch_id).first()
+    if batch is None:
+        raise NotFound("Device batch not found", reasons.ERROR_REASON_DEVICE_BATCH_NOT_FOUND)
+    return batch
+
+
+def create_device_batch(
+    caller: Caller,
+    device_type_id: int,
+    batch_number: str,
+    production_date: str,
+    quantity: int = 0,
+    description: str = "",
+) -> DeviceBatch:
+    require_admin(caller)
+    fields = _batch_fields(device_type_id, batch_number, production_date, quantity, description)
+    with database.atomic():
+        get_device_type(device_type_id)
+        if DeviceBatch.select().where(DeviceBatch.batch_number == fields["batch_number"]).exists():
+            raise _taken("batch_number", fields["batch_number"])
+        try:
+            batch = DeviceBatch.create(**fields)
+        except peewee.IntegrityError as exc:
+            raise _unique_violation(exc) from None
+        return get_device_batch(batch.id)
+
+
+def update_device_batch(
+    caller: Caller,
+    batch_id: int,
+    device_type_id: int,
+    batch_number: str,
+    production_date: str,
+    quantity: int = 0,
+    description: str = "",
+) -> DeviceBatch:
+    require_admin(caller)
+    fields = _batch_fields(device_type_id, batch_number, production_date, quantity, description)
+    with database.atomic():
+        batch = get_device_batch(batch_id)
+        get_device_type(device_type_id)
+        if fields["batch_number"] != batch.batch_number and (
+            DeviceBatch.select().where(DeviceBatch.batch_number == fields["batch_number"]).exists()
+        ):
+            raise _taken("batch_number", fields["batch_number"])
+        if device_type_id != batch.device_type_id and (
+            Device.select().where(Device.batch == batch_id).exists()
+        ):
+            raise Conflict(
+                "Batch has devices; its device type cannot change",
+                reasons.ERROR_REASON_DEVICE_BATCH_IN_USE,
+            )
+        for key, value in fields.items():
+            setattr(batch, key, value)
+        batch.updated_at = utcnow()
+        try:
+            batch.save()
+        except peewee.IntegrityError as exc:
+            raise _unique_violation(exc) from None
+        return get_device_batch(batch_id)
+
+
+def delete_device_batch(caller: Caller, batch_id: int) -> None:
+    require_admin(caller)
+    with database.atomic():
+        batch = get_device_batch(batch_id)
+        if Device.select().where(Device.batch == batch_id).exists():
+            raise Conflict("Batch still has devices", reasons.ERROR_REASON_DEVICE_BATCH_IN_USE)
+        batch.delete_instance()
+
+
+# --- devices ----------------------------------------------------------------------
+
+
+def _devices() -> peewee.ModelSelect:
+    return (
+        Device.select(Device, DeviceType, DeviceBatch)
+        .join(DeviceType)
+        .switch(Device)
+        .join(DeviceBatch)
+    )
+
+
+def _type_and_batch(device_type_id: int, batch_id: int) -> tuple[DeviceType, DeviceBatch]:
+    """Both must exist and agree: a device's batch is of the device's type."""
+    validation.positive_id("device_type", device_type_id)
+    validation.positive_id("batch", batch_id)
+    device_type = get_device_type(device_type_id)
+    batch = get_device_batch(batch_id)
+    if batch.device_type_id != device_type.id:
+        raise InvalidArgument(
+            "batch belongs to another device type", reasons.ERROR_REASON_BATCH_TYPE_MISMATCH
+        )
+    return device_type, batch
+
+
+def _check_unique(device_code: str, mac_address: str, except_id: int | None = None) -> None:
+    others = Device.select().where(Device.id != (except_id or 0))
+    if others.where(Device.device_code == device_code).exists():
+        raise _taken("device_code", device_code)
+    if others.where(Device.mac_address == mac_address).exists():
+        raise _taken("mac_address", mac_address)
+
+
+def list_devices(page_size: int = 0, page_token: str = "") -> Page[Device]:
+    return paginate(_devices(), Device, page_size, page_token)
+
+
+def get_device(device_id: int) -> Device:
+    device = _devices().where(Device.id == device_id).first()
+    if device is None:
+        raise NotFound("Device not found", reasons.ERROR_REASON_DEVICE_NOT_FOUND)
+    return device
+
+
+def create_device(
+    caller: Caller, device_type_id: int, batch_id: int, serial_number: str, mac_address: str
+) -> Device:
+    require_admin(caller)
+    serial = validation.code("serial_number", serial_number, max_length=MAX_SERIAL_LENGTH)
+    mac = validation.mac_address("mac_address", mac_address)
+    with database.atomic():
+        device_type, batch = _type_and_batch(device_type_id, batch_id)
+        device_code = device_type.code + serial
+        _check_unique(device_code, mac)
+        try:
+            device = Device.create(
+                device_type=device_type,
+                batch=batch,
+                serial_number=serial,
+                device_code=device_code,
+                mac_address=mac,
+                unique_id=str(uuid.uuid4()),
+            )
+        except peewee.IntegrityError as exc:
+            raise _unique_violation(exc) from None
+        return get_device(device.id)
+
+
+def update_device(
+    caller: Caller,
+    device_id: int,
+    device_type_id: int,
+    batch_id: int,
+    serial_number: str,
+    mac_address: str,
+) -> Device:
+    require_admin(caller)
+    serial = validation.code("serial_number", serial_number, max_length=MAX_SERIAL_LENGTH)
+    mac = validation.mac_address("mac_address", mac_address)
+    with database.atomic():
+        device = get_device(device_id)
+        device_type, batch = _type_and_batch(device_type_id, batch_id)
+        device_code = device_type.code + serial
+        _check_unique(device_code, mac, except_id=device_id)
+        device.device_type = device_type
+        device.batch = batch
+        device.serial_number = serial
+        device.device_code = device_code
+        device.mac_address = mac
+        device.updated_at = utcnow()
+        try:
+            device.save()
+        except peewee.IntegrityError as exc:
+            raise _unique_violation(exc) from None
+        return get_device(device_id)
+
+
+def delete_device(caller: Caller, device_id: int) -> None:
+    require_admin(caller)
+    with database.atomic():
+        get_device(device_id).delete_instance()
+
+
+def _serials(start_serial: str, count: int) -> list[str]:
+    start_serial = start_serial.strip()
+    if not start_serial.isdigit() or not start_serial.isascii():
+        raise InvalidArgument("start_serial must be digits only, e.g. 00001")
+    if len(start_serial) > MAX_SERIAL_LENGTH:
+        raise InvalidArgument(f"start_serial must be at most {MAX_SERIAL_LENGTH} digits")
+    width = len(start_serial)
+    last = int(start_serial) + count - 1
+    if len(str(last)) > width:
+        raise InvalidArgument(f"{count} serial numbers from {start_serial} exceed {width} digits")
+    return [str(int(start_serial) + i).zfill(width) for i in range(count)]
+
+
+def _mac_for(prefix: list[int], serial: int) -> str:
+    free_octets = 6 - len(prefix)
+    suffix = serial.to_bytes(free_octets, "big")
+    return ":".join(f"{octet:02X}" for octet in [*prefix, *suffix])
+
+
+def batch_create_devices(
+    caller: Caller,
+    device_type_id: int,
+    batch_id: int,
+    start_serial: str,
+    count: int,
+    mac_prefix: str,
+) -> list[int]:
+    """Registers ``count`` devices with consecutive serials; returns their ids.
+
+    Serial numbers keep ``start_serial``'s width. Each MAC address is ``mac_prefix``
+    followed by the serial number in hex, so it is derived, unique and reproducible.
+    All or nothing: any collision with an existing device code or MAC address fails
+    the whole call.
+    """
+    require_admin(caller)
+    if count > MAX_BATCH_CREATE:
+        raise InvalidArgument(
+            f"count must be at most {MAX_BATCH_CREATE}", reasons.ERROR_REASON_BATCH_TOO_LARGE
+        )
+    if count < 1:
+        raise InvalidArgument("count must be at least 1")
+    serials = _serials(start_serial, count)
+    prefix = validation.mac_prefix("mac_prefix", mac_prefix)
+    capacity = 1 << (8 * (6 - len(prefix)))
+    if int(serials[-1]) >= capacity:
+        raise InvalidArgument(
+            f"serial {serials[-1]} does not fit in the {6 - len(prefix)} MAC octets "
+            "after mac_prefix; use a shorter prefix"
+        )
+    with database.atomic():
+        device_type, batch = _type_and_batch(device_type_id, batch_id)
+        now = utcnow()
+        rows = [
+            {
+                "device_type": device_type.id,
+                "batch": batch.id,
+                "serial_number": serial,
+                "device_code": device_type.code + serial,
+                "mac_address": _mac_for(prefix, int(serial)),
+                "unique_id": str(uuid.uuid4()),
+                "created_at": now,
+                "updated_at": now,
+            }
+            for serial in serials
+        ]
+        codes = [row["device_code"] for row in rows]
+        macs = [row["mac_address"] for row in rows]
+        taken_code = Device.select(Device.device_code).where(Device.device_code.in_(codes))
+        if row := taken_code.order_by(Device.device_code).first():
+            raise _taken("device_code", row.device_code)
+        taken_mac = Device.select(Device.mac_address).where(Device.mac_address.in_(macs))
+        if row := taken_mac.order_by(Device.mac_address).first():
+            raise _taken("mac_address", row.mac_address)
+        try:
+            for start in range(0, len(rows), 200):
+                Device.insert_many(rows[start : start + 200]).execute()
+        except peewee.IntegrityError as exc:
+            raise _unique_violation(exc) from None
+        ids = {
+            code: device_id
+            for code, device_id in Device.select(Device.device_code, Device.id)
+            .where(Device.device_code.in_(codes))
+            .tuples()
+        }
+        return [ids[code] for code in codes]

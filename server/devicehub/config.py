@@ -1,0 +1,90 @@
+"""The one settings object: every tunable is read from the environment here and only here."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime configuration. See README.md for the environment variable of each field."""
+
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 50051
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    envoy_admin_port: int = 9901
+    data_dir: Path = REPO_ROOT / "var"
+    database_url: str = ""
+    db_pool_size: int = 8
+    secret_key: str = field(default="", repr=False)
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 14 * 24 * 3600
+    shutdown_grace: float = 10.0
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        defaults = cls()
+        data_dir = Path(env.get("DEVICEHUB_DATA_DIR") or defaults.data_dir)
+        return cls(
+            grpc_host=env.get("DEVICEHUB_GRPC_HOST") or defaults.grpc_host,
+            grpc_port=_int(env, "DEVICEHUB_GRPC_PORT", defaults.grpc_port),
+            http_host=env.get("DEVICEHUB_HTTP_HOST") or defaults.http_host,
+            http_port=_int(env, "DEVICEHUB_HTTP_PORT", defaults.http_port),
+            envoy_admin_port=_int(env, "DEVICEHUB_ENVOY_ADMIN_PORT", defaults.envoy_admin_port),
+            data_dir=data_dir,
+            database_url=env.get("DEVICEHUB_DATABASE_URL")
+            or f"sqlite:///{data_dir / 'devicehub.sqlite3'}",
+            db_pool_size=max(1, _int(env, "DEVICEHUB_DB_POOL_SIZE", defaults.db_pool_size)),
+            secret_key=env.get("DEVICEHUB_SECRET_KEY", ""),
+            access_token_ttl=_int(env, "DEVICEHUB_ACCESS_TOKEN_TTL", defaults.access_token_ttl),
+            refresh_token_ttl=_int(env, "DEVICEHUB_REFRESH_TOKEN_TTL", defaults.refresh_token_ttl),
+            shutdown_grace=float(
+                _int(env, "DEVICEHUB_SHUTDOWN_GRACE", int(defaults.shutdown_grace))
+            ),
+            log_level=env.get("DEVICEHUB_LOG_LEVEL") or defaults.log_level,
+        )
+
+    @property
+    def grpc_address(self) -> str:
+        return f"{self.grpc_host}:{self.grpc_port}"
+
+    def signing_key(self) -> str:
+        """The token signing secret.
+
+        ``DEVICEHUB_SECRET_KEY`` wins. Without it, a random development key is generated
+        once and kept in ``<data_dir>/secret_key`` (created exclusively, so concurrent
+        server processes agree on one key).
+        """
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            key = path.read_text().strip()
+            if key:
+                return key
+            raise SystemExit(f"{path} is empty: delete it or set DEVICEHUB_SECRET_KEY") from None
+        key = secrets.token_urlsafe(48)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key + "\n")
+        return key

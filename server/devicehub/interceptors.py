@@ -1,0 +1,181 @@
+"""The two cross-cutting concerns of every RPC: who is calling, and how failures look.
+
+``AuthInterceptor`` resolves the caller from the ``authorization`` metadata (the REST
+edge forwards the HTTP header as-is) and makes it available through ``current_caller``.
+``ErrorInterceptor`` turns ``DomainError`` into a gRPC status with an AIP-193
+``ErrorInfo`` detail, plus two trailers the REST edge reads to build the documented error
+body: ``devicehub-error-reason`` and ``devicehub-http-status``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import peewee
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from devicehub.errors import (
+    ERROR_DOMAIN,
+    INTERNAL_MESSAGE,
+    DomainError,
+    Internal,
+    Unavailable,
+)
+from devicehub.security import Caller, TokenSigner, token_from_authorization
+
+log = logging.getLogger(__name__)
+
+# Methods callable without an access token.
+PUBLIC_METHODS = frozenset(
+    {
+        "/devicehub.v1.AuthService/Register",
+        "/devicehub.v1.AuthService/CreateToken",
+        "/devicehub.v1.AuthService/RefreshToken",
+    }
+)
+PUBLIC_SERVICE_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+_caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("caller", default=None)
+
+Behavior = Callable[..., Any]
+
+
+def current_caller() -> Caller:
+    """The authenticated caller of the RPC being served."""
+    caller = _caller.get()
+    if caller is None:  # only reachable from a public method, which must not ask
+        raise RuntimeError("current_caller() called outside an authenticated RPC")
+    return caller
+
+
+def _wrap_handler(
+    handler: grpc.RpcMethodHandler,
+    around: Callable[[grpc.aio.ServicerContext, Callable[[], Awaitable[Any]]], Awaitable[Any]],
+) -> grpc.RpcMethodHandler:
+    """Returns ``handler`` with each call run inside ``around(context, call)``.
+
+    Handles unary and streaming responses alike: for streaming behaviors ``around``
+    wraps the whole stream, so errors raised mid-stream are mapped too.
+    """
+
+    def unary(behavior: Behavior) -> Behavior:
+        async def wrapped(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+            return await around(context, lambda: behavior(request_or_iterator, context))
+
+        return wrapped
+
+    def streaming(behavior: Behavior) -> Behavior:
+        if not inspect.isasyncgenfunction(behavior):
+            return unary(behavior)  # writes with context.write() and returns
+
+        async def wrapped(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def drain() -> None:
+                async for response in behavior(request_or_iterator, context):
+                    await context.write(response)
+
+            await around(context, drain)
+
+        return wrapped
+
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            unary(handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            streaming(handler.unary_stream),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(
+            unary(handler.stream_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return grpc.stream_stream_rpc_method_handler(
+        streaming(handler.stream_stream),
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+async def abort_with(context: grpc.aio.ServicerContext, error: DomainError) -> None:
+    """Ends the RPC with ``error`` as a rich status (AIP-193)."""
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.ErrorInfo(reason=error.reason_name, domain=ERROR_DOMAIN))
+    status = rpc_status.to_status(
+        status_pb2.Status(code=error.grpc_code.value[0], message=error.message, details=[detail])
+    )
+    await context.abort(
+        status.code,
+        status.details,
+        trailing_metadata=(
+            *status.trailing_metadata,
+            ("devicehub-error-reason", error.reason_name),
+            ("devicehub-http-status", str(error.http_status)),
+        ),
+    )
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Maps exceptions to statuses in one place, so servicers never catch to report."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+
+        async def guarded(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[Any]]):
+            try:
+                return await call()
+            except DomainError as error:
+                await abort_with(context, error)
+            except grpc.aio.AbortError:
+                raise
+            except (peewee.OperationalError, peewee.InterfaceError):
+                log.exception("database unavailable in %s", method)
+                await abort_with(context, Unavailable("Database temporarily unavailable"))
+            except Exception:
+                log.exception("unexpected error in %s", method)
+                await abort_with(context, Internal(INTERNAL_MESSAGE))
+
+        return _wrap_handler(handler, guarded)
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Requires a valid access token on every method except the public ones."""
+
+    def __init__(self, signer: TokenSigner) -> None:
+        self._signer = signer
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if (
+            handler is None
+            or method in PUBLIC_METHODS
+            or method.startswith(PUBLIC_SERVICE_PREFIXES)
+        ):
+            return handler
+        authorization = dict(handler_call_details.invocation_metadata or ()).get("authorization")
+
+        async def authenticated(context: grpc.aio.ServicerContext, call):
+            caller = self._signer.verify(token_from_authorization(authorization))
+            token = _caller.set(caller)
+            try:
+                return await call()
+            finally:
+                _caller.reset(token)
+
+        return _wrap_handler(handler, authenticated)

@@ -1,0 +1,91 @@
+"""Storage: peewee models. Times are naive UTC datetimes.
+
+The schema itself is created and changed only by the scripts in ``migrations/``; these
+classes must describe the schema those scripts leave behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import peewee
+
+from devicehub.db import database
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class Account(BaseModel):
+    """A root account: someone who logs in (a parent, an operator, an admin)."""
+
+    username = peewee.CharField(max_length=150, unique=True)
+    password_hash = peewee.CharField(max_length=255)
+    phone = peewee.CharField(max_length=32, default="")
+    first_name = peewee.CharField(max_length=50, default="")
+    last_name = peewee.CharField(max_length=50, default="")
+    is_admin = peewee.BooleanField(default=False)
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+
+class Child(BaseModel):
+    """A child account (the Lux API's real user), owned by one root account."""
+
+    root_user = peewee.ForeignKeyField(Account, backref="children", on_delete="CASCADE")
+    first_name = peewee.CharField(max_length=50)
+    last_name = peewee.CharField(max_length=50)
+    birthdate = peewee.DateField()
+    gender = peewee.CharField(max_length=20)
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+
+class DeviceType(BaseModel):
+    name = peewee.CharField(max_length=100)
+    code = peewee.CharField(max_length=16, unique=True)
+    description = peewee.TextField(default="")
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+
+class DeviceBatch(BaseModel):
+    device_type = peewee.ForeignKeyField(DeviceType, backref="batches", on_delete="RESTRICT")
+    batch_number = peewee.CharField(max_length=32, unique=True)
+    production_date = peewee.DateField()
+    quantity = peewee.IntegerField(default=0)
+    description = peewee.TextField(default="")
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+
+class Device(BaseModel):
+    """One physical device of the registry."""
+
+    device_type = peewee.ForeignKeyField(DeviceType, backref="devices", on_delete="RESTRICT")
+    batch = peewee.ForeignKeyField(DeviceBatch, backref="devices", on_delete="RESTRICT")
+    serial_number = peewee.CharField(max_length=32)
+    device_code = peewee.CharField(max_length=48, unique=True)
+    mac_address = peewee.CharField(max_length=17, unique=True)
+    unique_id = peewee.CharField(max_length=36, unique=True)
+    alias = peewee.CharField(max_length=100, default="")
+    now_firmware_id = peewee.IntegerField(default=0)
+    firmware_version = peewee.CharField(max_length=32, default="")
+    is_active = peewee.BooleanField(default=False)
+    activated_at = peewee.DateTimeField(null=True)
+    last_log_file_id = peewee.IntegerField(default=0)
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("device_type", "serial_number"), True),)
+
+
+ALL_MODELS: tuple[type[BaseModel], ...] = (Account, Child, DeviceType, DeviceBatch, Device)

@@ -1,0 +1,55 @@
+"""AIP-158 pagination over id-ordered queries, with opaque page tokens."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import peewee
+
+from devicehub.errors import InvalidArgument
+
+MAX_PAGE_SIZE = 1000
+T = TypeVar("T", bound=peewee.Model)
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_page_token: str
+
+
+def _encode(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"after:{last_id}".encode()).decode().rstrip("=")
+
+
+def _decode(token: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        prefix, _, value = raw.partition(":")
+        if prefix != "after":
+            raise ValueError(raw)
+        return int(value)
+    except ValueError:
+        raise InvalidArgument("page_token is not a token from an earlier page") from None
+
+
+def paginate(query: peewee.ModelSelect, model: type[T], page_size: int, page_token: str) -> Page[T]:
+    """Runs ``query`` in id order, one page at a time.
+
+    ``page_size`` 0 returns every row (the documented REST lists are complete); sizes
+    above ``MAX_PAGE_SIZE`` are clamped to it.
+    """
+    if page_size < 0:
+        raise InvalidArgument("page_size must not be negative")
+    if page_token:
+        query = query.where(model.id > _decode(page_token))
+    query = query.order_by(model.id)
+    if page_size == 0:
+        return Page(list(query), "")
+    size = min(page_size, MAX_PAGE_SIZE)
+    rows = list(query.limit(size + 1))
+    if len(rows) > size:
+        return Page(rows[:size], _encode(rows[size - 1].id))
+    return Page(rows, "")

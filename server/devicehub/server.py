@@ -1,0 +1,124 @@
+"""The gRPC server: services, interceptors, health, reflection and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from google.protobuf import descriptor_pool
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from devicehub import db
+from devicehub.config import Settings
+from devicehub.interceptors import AuthInterceptor, ErrorInterceptor
+from devicehub.security import TokenSigner
+from devicehub.services.account import AccountServicer
+from devicehub.services.auth import AuthServicer
+from devicehub.services.device import DeviceServicer
+from devicehub.services.device_batch import DeviceBatchServicer
+from devicehub.services.device_type import DeviceTypeServicer
+from devicehub.v1 import (
+    account_pb2,
+    account_pb2_grpc,
+    auth_pb2,
+    auth_pb2_grpc,
+    device_batch_pb2,
+    device_batch_pb2_grpc,
+    device_pb2,
+    device_pb2_grpc,
+    device_type_pb2,
+    device_type_pb2_grpc,
+)
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = tuple(
+    module.DESCRIPTOR.services_by_name[name].full_name
+    for module, name in (
+        (auth_pb2, "AuthService"),
+        (account_pb2, "AccountService"),
+        (device_type_pb2, "DeviceTypeService"),
+        (device_batch_pb2, "DeviceBatchService"),
+        (device_pb2, "DeviceService"),
+    )
+)
+
+
+class _MethodAwarePool:
+    """The default descriptor pool, also resolving ``pkg.Service.Method`` symbols.
+
+    Python's upb-backed pool finds services but not their methods, which is what
+    ``grpcurl describe devicehub.v1.DeviceService.GetDevice`` asks reflection for.
+    """
+
+    def __init__(self, pool: descriptor_pool.DescriptorPool) -> None:
+        self._pool = pool
+
+    def FindFileContainingSymbol(self, name: str):
+        try:
+            return self._pool.FindFileContainingSymbol(name)
+        except KeyError:
+            service_name, _, method = name.rpartition(".")
+            try:
+                service = self._pool.FindServiceByName(service_name)
+            except KeyError:
+                raise KeyError(name) from None
+            if method not in service.methods_by_name:
+                raise
+            return service.file
+
+    def __getattr__(self, name: str):
+        return getattr(self._pool, name)
+
+
+class DevicehubServer:
+    """Owns the grpc.aio server and the database thread pool for one process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        signer = TokenSigner(
+            settings.signing_key(), settings.access_token_ttl, settings.refresh_token_ttl
+        )
+        self._health = health.aio.HealthServicer()
+        self._server = grpc.aio.server(
+            interceptors=[ErrorInterceptor(), AuthInterceptor(signer)],
+            options=[("grpc.so_reuseport", 0)],
+        )
+        auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(signer), self._server)
+        account_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(), self._server)
+        device_type_pb2_grpc.add_DeviceTypeServiceServicer_to_server(
+            DeviceTypeServicer(), self._server
+        )
+        device_batch_pb2_grpc.add_DeviceBatchServiceServicer_to_server(
+            DeviceBatchServicer(), self._server
+        )
+        device_pb2_grpc.add_DeviceServiceServicer_to_server(DeviceServicer(), self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            self._server,
+            pool=_MethodAwarePool(descriptor_pool.Default()),
+        )
+        self.port = self._server.add_insecure_port(settings.grpc_address)
+        if not self.port:
+            raise SystemExit(f"cannot listen on {settings.grpc_address}")
+
+    async def start(self) -> None:
+        db.start_executor(self.settings.db_pool_size)
+        await self._server.start()
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("gRPC server listening on %s:%d", self.settings.grpc_host, self.port)
+
+    async def stop(self) -> None:
+        """Stops accepting calls, lets in-flight calls finish (up to the grace period),
+        then waits for their database work and closes the pool."""
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(self.settings.shutdown_grace)
+        await asyncio.to_thread(db.stop_executor)
+        log.info("gRPC server stopped")
+
+    async def wait(self) -> None:
+        await self._server.wait_for_termination()

@@ -1,0 +1,1 @@
+"""gRPC servicers: read the request, call the domain module, build the response."""

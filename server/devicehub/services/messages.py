@@ -1,0 +1,93 @@
+"""Conversion from storage rows to API messages (one function per resource)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from google.protobuf import struct_pb2, timestamp_pb2
+
+from devicehub import models
+from devicehub.v1 import account_pb2, device_batch_pb2, device_pb2, device_type_pb2
+
+
+def timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
+    """A naive-UTC datetime as a Timestamp."""
+    message = timestamp_pb2.Timestamp()
+    message.FromDatetime(value.replace(tzinfo=dt.UTC))
+    return message
+
+
+def nullable_time(value: dt.datetime | None) -> struct_pb2.Value:
+    """RFC 3339 (``...Z``) string, or JSON null for ``None``."""
+    if value is None:
+        return struct_pb2.Value(null_value=struct_pb2.NULL_VALUE)
+    return struct_pb2.Value(string_value=timestamp(value).ToJsonString())
+
+
+def account(row: models.Account) -> account_pb2.Account:
+    return account_pb2.Account(
+        id=row.id,
+        username=row.username,
+        phone=row.phone,
+        first_name=row.first_name,
+        last_name=row.last_name,
+        is_admin=row.is_admin,
+        created_at=timestamp(row.created_at),
+    )
+
+
+def child(row: models.Child) -> account_pb2.Child:
+    return account_pb2.Child(
+        id=row.id,
+        root_user_id=row.root_user_id,
+        first_name=row.first_name,
+        last_name=row.last_name,
+        birthdate=row.birthdate.isoformat(),
+        gender=row.gender,
+        created_at=timestamp(row.created_at),
+    )
+
+
+def device_type(row: models.DeviceType) -> device_type_pb2.DeviceType:
+    return device_type_pb2.DeviceType(
+        id=row.id,
+        name=row.name,
+        code=row.code,
+        description=row.description,
+        created_at=timestamp(row.created_at),
+        updated_at=timestamp(row.updated_at),
+    )
+
+
+def device_batch(row: models.DeviceBatch) -> device_batch_pb2.DeviceBatch:
+    """Expects ``row.device_type`` joined in the query."""
+    return device_batch_pb2.DeviceBatch(
+        id=row.id,
+        device_type=row.device_type_id,
+        device_type_name=row.device_type.name,
+        batch_number=row.batch_number,
+        production_date=row.production_date.isoformat(),
+        quantity=row.quantity,
+        description=row.description,
+        created_at=timestamp(row.created_at),
+        updated_at=timestamp(row.updated_at),
+    )
+
+
+def device(row: models.Device) -> device_pb2.Device:
+    """Expects ``row.device_type`` and ``row.batch`` joined in the query."""
+    return device_pb2.Device(
+        id=row.id,
+        device_type=row.device_type_id,
+        device_type_name=row.device_type.name,
+        batch=row.batch_id,
+        batch_number=row.batch.batch_number,
+        serial_number=row.serial_number,
+        device_code=row.device_code,
+        mac_address=row.mac_address,
+        is_active=row.is_active,
+        activated_at=nullable_time(row.activated_at),
+        created_at=timestamp(row.created_at),
+        updated_at=timestamp(row.updated_at),
+        unique_id=row.unique_id,
+    )

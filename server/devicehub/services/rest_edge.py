@@ -1,0 +1,19 @@
+"""Response metadata that the Envoy REST edge (gateway/rest_edge.lua) acts on."""
+
+from __future__ import annotations
+
+import grpc
+
+NEXT_PAGE_TOKEN_HEADER = "x-next-page-token"
+# The documented REST lists are bare JSON arrays, but a transcoded response is always a
+# JSON object: this names the repeated field whose array the edge returns instead.
+REST_ARRAY_HEADER = "devicehub-rest-array"
+
+
+async def send_list_metadata(
+    context: grpc.aio.ServicerContext, field: str, next_page_token: str
+) -> None:
+    metadata = [(REST_ARRAY_HEADER, field)]
+    if next_page_token:
+        metadata.append((NEXT_PAGE_TOKEN_HEADER, next_page_token))
+    await context.send_initial_metadata(metadata)
