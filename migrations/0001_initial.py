@@ -56,7 +56,7 @@ CREATE TABLE device (
     device_code VARCHAR(48) NOT NULL UNIQUE,
     mac_address VARCHAR(17) NOT NULL UNIQUE,
     unique_id VARCHAR(36) NOT NULL UNIQUE,
-    alias VARCHAR(100) NOT NULL DEFAULT '',
+    device_alias VARCHAR(100) NOT NULL DEFAULT '',
     now_firmware_id INTEGER NOT NULL DEFAULT 0,
     firmware_version VARCHAR(32) NOT NULL DEFAULT '',
     is_active BOOLEAN NOT NULL DEFAULT FALSE,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite: proto lint and format, Python lint and format, then pytest
+# The whole test suite: proto lint and format, Python lint, format and types, then pytest
 # against the real stack (gRPC server, Envoy, SQLite and a throwaway PostgreSQL cluster
 # that the tests start and stop). Installs what is missing, PostgreSQL included.
 # Extra arguments go to pytest (e.g. scripts/test.sh -k device_type).
@@ -14,9 +14,10 @@ echo "==> buf lint / buf format"
 .venv/bin/buf lint
 .venv/bin/buf format --diff --exit-code proto
 
-echo "==> ruff"
+echo "==> ruff / mypy"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy server/devicehub
 
 echo "==> pytest"
 exec .venv/bin/python -m pytest "$@"

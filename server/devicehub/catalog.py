@@ -127,7 +127,7 @@ def delete_device_type(caller: Caller, type_id: int) -> None:
 # --- device batches ---------------------------------------------------------------
 
 
-def _batches() -> peewee.ModelSelect:
+def _batches() -> peewee.ModelSelect[DeviceBatch]:
     return DeviceBatch.select(DeviceBatch, DeviceType).join(DeviceType)
 
 
@@ -224,7 +224,7 @@ def delete_device_batch(caller: Caller, batch_id: int) -> None:
 # --- devices ----------------------------------------------------------------------
 
 
-def _devices() -> peewee.ModelSelect:
+def _devices() -> peewee.ModelSelect[Device]:
     return (
         Device.select(Device, DeviceType, DeviceBatch)
         .join(DeviceType)
@@ -389,7 +389,7 @@ def batch_create_devices(
             }
             for serial in serials
         ]
-        codes = [row["device_code"] for row in rows]
+        codes = [device_type.code + serial for serial in serials]
         macs = [row["mac_address"] for row in rows]
         taken_code = Device.select(Device.device_code).where(Device.device_code.in_(codes))
         if row := taken_code.order_by(Device.device_code).first():
@@ -402,10 +402,6 @@ def batch_create_devices(
                 Device.insert_many(rows[start : start + 200]).execute()
         except peewee.IntegrityError as exc:
             raise _unique_violation(exc) from None
-        ids = {
-            code: device_id
-            for code, device_id in Device.select(Device.device_code, Device.id)
-            .where(Device.device_code.in_(codes))
-            .tuples()
-        }
+        created = Device.select(Device.id, Device.device_code).where(Device.device_code.in_(codes))
+        ids = {device.device_code: device.id for device in created}
         return [ids[code] for code in codes]

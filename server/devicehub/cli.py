@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+from typing import Any
 
 from devicehub import accounts, db
 from devicehub.config import Settings
@@ -72,7 +73,7 @@ async def _serve(settings: Settings, with_gateway: bool, with_grpc: bool = True)
         print(f"REST  listening on http://{settings.http_host}:{settings.http_port}", flush=True)
     print("press Ctrl-C to stop", flush=True)
 
-    waiters = [asyncio.ensure_future(stop.wait())]
+    waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
     if envoy is not None:
         waiters.append(asyncio.ensure_future(envoy.wait()))
     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)

@@ -18,6 +18,8 @@ def utcnow() -> dt.datetime:
 
 
 class BaseModel(peewee.Model):
+    id = peewee.AutoField()
+
     class Meta:
         database = database
         legacy_table_names = False
@@ -40,6 +42,7 @@ class Child(BaseModel):
     """A child account (the Lux API's real user), owned by one root account."""
 
     root_user = peewee.ForeignKeyField(Account, backref="children", on_delete="CASCADE")
+    root_user_id: int  # the raw foreign key column, set by peewee
     first_name = peewee.CharField(max_length=50)
     last_name = peewee.CharField(max_length=50)
     birthdate = peewee.DateField()
@@ -58,6 +61,7 @@ class DeviceType(BaseModel):
 
 class DeviceBatch(BaseModel):
     device_type = peewee.ForeignKeyField(DeviceType, backref="batches", on_delete="RESTRICT")
+    device_type_id: int
     batch_number = peewee.CharField(max_length=32, unique=True)
     production_date = peewee.DateField()
     quantity = peewee.IntegerField(default=0)
@@ -71,11 +75,13 @@ class Device(BaseModel):
 
     device_type = peewee.ForeignKeyField(DeviceType, backref="devices", on_delete="RESTRICT")
     batch = peewee.ForeignKeyField(DeviceBatch, backref="devices", on_delete="RESTRICT")
+    device_type_id: int
+    batch_id: int
     serial_number = peewee.CharField(max_length=32)
     device_code = peewee.CharField(max_length=48, unique=True)
     mac_address = peewee.CharField(max_length=17, unique=True)
     unique_id = peewee.CharField(max_length=36, unique=True)
-    alias = peewee.CharField(max_length=100, default="")
+    device_alias = peewee.CharField(max_length=100, default="")
     now_firmware_id = peewee.IntegerField(default=0)
     firmware_version = peewee.CharField(max_length=32, default="")
     is_active = peewee.BooleanField(default=False)

@@ -9,9 +9,10 @@ from typing import Generic, TypeVar
 import peewee
 
 from devicehub.errors import InvalidArgument
+from devicehub.models import BaseModel
 
 MAX_PAGE_SIZE = 1000
-T = TypeVar("T", bound=peewee.Model)
+T = TypeVar("T", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,9 @@ def _decode(token: str) -> int:
         raise InvalidArgument("page_token is not a token from an earlier page") from None
 
 
-def paginate(query: peewee.ModelSelect, model: type[T], page_size: int, page_token: str) -> Page[T]:
+def paginate(
+    query: peewee.ModelSelect[T], model: type[T], page_size: int, page_token: str
+) -> Page[T]:
     """Runs ``query`` in id order, one page at a time.
 
     ``page_size`` 0 returns every row (the documented REST lists are complete); sizes

@@ -9,6 +9,7 @@ import re
 from devicehub.errors import InvalidArgument
 
 _CODE = re.compile(r"^[A-Za-z0-9_-]+$")
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 _MAC = re.compile(r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$")
 _MAC_PREFIX = re.compile(r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){0,4}$")
 
@@ -32,15 +33,13 @@ def code(field: str, value: str, *, max_length: int) -> str:
 
 
 def date(field: str, value: str) -> dt.date:
-    """A calendar date written ``YYYY-MM-DD``."""
+    """A calendar date written ``YYYY-MM-DD`` (and nothing else ISO 8601 allows)."""
     value = text(field, value, max_length=10)
     try:
-        return dt.date.fromisoformat(value) if len(value) == 10 else _bad_date(field)
+        if _DATE.match(value):
+            return dt.date.fromisoformat(value)
     except ValueError:
-        return _bad_date(field)
-
-
-def _bad_date(field: str) -> dt.date:
+        pass
     raise InvalidArgument(f"{field} must be a date written YYYY-MM-DD")
 
 

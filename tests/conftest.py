@@ -1,0 +1,240 @@
+"""Test harness: the real stack, started once per test session for each database.
+
+Every test that takes ``stack`` runs twice: against a devicehub server on the embedded
+SQLite default and against one on a throwaway PostgreSQL cluster. Each stack is a real
+``devicehub serve`` process (gRPC server + Envoy) on free loopback ports; tests talk to
+it over REST through Envoy and over gRPC, exactly like clients do.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+import requests
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from devicehub.pgcluster import ThrowawayCluster
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEVICEHUB = str(Path(sys.executable).parent / "devicehub")
+SECRET_KEY = "test-secret-" + uuid.uuid4().hex
+ADMIN_PASSWORD = "admin-password-1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def unique(prefix: str = "") -> str:
+    """A short unique suffix for codes and names, so tests never collide."""
+    return prefix + uuid.uuid4().hex[:8].upper()
+
+
+@dataclass
+class Stack:
+    """One running devicehub (gRPC server + Envoy) and clients for it."""
+
+    backend: str
+    env: dict[str, str]
+    rest_url: str
+    grpc_target: str
+    process: subprocess.Popen
+    admin_token: str = ""
+    _channels: list[grpc.Channel] = field(default_factory=list)
+
+    def url(self, path: str) -> str:
+        return self.rest_url + path
+
+    def request(self, method: str, path: str, token: str | None = None, **kwargs):
+        headers = kwargs.pop("headers", {})
+        if token:
+            headers.setdefault("Authorization", f"Bearer {token}")
+        return requests.request(method, self.url(path), headers=headers, timeout=30, **kwargs)
+
+    def channel(self, via_envoy: bool = False) -> grpc.Channel:
+        target = self.rest_url.removeprefix("http://") if via_envoy else self.grpc_target
+        channel = grpc.insecure_channel(target)
+        self._channels.append(channel)
+        return channel
+
+    def login(self, username: str, password: str) -> str:
+        response = self.request(
+            "POST", "/api/v1/auth/token", json={"username": username, "password": password}
+        )
+        assert response.status_code == 200, response.text
+        return response.json()["access_token"]
+
+    def new_user(self, phone: str = "01012345678") -> tuple[dict, str]:
+        """Registers a fresh non-admin account; returns it and its access token."""
+        username = unique("user").lower()
+        response = self.request(
+            "POST",
+            "/api/v1/auth/register",
+            json={"username": username, "password": "password-123", "phone": phone},
+        )
+        assert response.status_code == 200, response.text
+        return response.json(), self.login(username, "password-123")
+
+    def close(self) -> None:
+        for channel in self._channels:
+            channel.close()
+
+
+def metadata(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+def _wait_ready(stack: Stack, deadline: float) -> None:
+    """Waits until gRPC health says SERVING and Envoy answers REST."""
+    channel = grpc.insecure_channel(stack.grpc_target)
+    health = health_pb2_grpc.HealthStub(channel)
+    try:
+        while time.monotonic() < deadline:
+            if stack.process.poll() is not None:
+                raise RuntimeError(f"devicehub serve exited with {stack.process.returncode}")
+            try:
+                status = health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                serving = status == health_pb2.HealthCheckResponse.SERVING
+                # Envoy answers an unknown path with 404 once it listens.
+                ping = stack.url("/api/v1/ping")
+                if serving and requests.get(ping, timeout=1).status_code == 404:
+                    return
+            except (grpc.RpcError, requests.ConnectionError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("devicehub did not become ready in time")
+    finally:
+        channel.close()
+
+
+def stack_env(tmp: Path, database_url: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DEVICEHUB_DATA_DIR=str(tmp),
+        DEVICEHUB_DATABASE_URL=database_url,
+        DEVICEHUB_GRPC_PORT=str(free_port()),
+        DEVICEHUB_HTTP_PORT=str(free_port()),
+        DEVICEHUB_ENVOY_ADMIN_PORT=str(free_port()),
+        DEVICEHUB_SECRET_KEY=SECRET_KEY,
+        DEVICEHUB_LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+def start_stack(backend: str, env: dict[str, str], log_path: Path) -> Stack:
+    subprocess.run(
+        [DEVICEHUB, "create-admin", "admin", "--password", ADMIN_PASSWORD],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    log = log_path.open("w")
+    process = subprocess.Popen([DEVICEHUB, "serve"], env=env, stdout=log, stderr=log)
+    stack = Stack(
+        backend=backend,
+        env=env,
+        rest_url=f"http://127.0.0.1:{env['DEVICEHUB_HTTP_PORT']}",
+        grpc_target=f"127.0.0.1:{env['DEVICEHUB_GRPC_PORT']}",
+        process=process,
+    )
+    try:
+        _wait_ready(stack, time.monotonic() + 60)
+    except Exception:
+        stop_process(process)
+        raise RuntimeError(f"stack failed to start:\n{log_path.read_text()[-4000:]}") from None
+    stack.admin_token = stack.login("admin", ADMIN_PASSWORD)
+    return stack
+
+
+def stop_process(process: subprocess.Popen) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[ThrowawayCluster]:
+    with ThrowawayCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def stack(request, tmp_path_factory) -> Iterator[Stack]:
+    backend = request.param
+    tmp = tmp_path_factory.mktemp(f"stack-{backend}")
+    if backend == "sqlite":
+        database_url = f"sqlite:///{tmp / 'devicehub.sqlite3'}"
+    else:
+        database_url = request.getfixturevalue("pg_cluster").create_database(unique("dh").lower())
+    started = start_stack(backend, stack_env(tmp, database_url), tmp / "serve.log")
+    yield started
+    started.close()
+    stop_process(started.process)
+
+
+@pytest.fixture
+def admin(stack: Stack) -> str:
+    """The admin's access token."""
+    return stack.admin_token
+
+
+@pytest.fixture
+def user(stack: Stack) -> tuple[dict, str]:
+    """A fresh non-admin account and its access token."""
+    return stack.new_user()
+
+
+def create_type(stack: Stack, token: str, code: str | None = None, name: str = "智能音箱") -> dict:
+    response = stack.request(
+        "POST",
+        "/api/device/device-types/",
+        token,
+        json={"name": name, "code": code or unique("T"), "description": "test type"},
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def create_batch(stack: Stack, token: str, device_type: int) -> dict:
+    response = stack.request(
+        "POST",
+        "/api/device/device-batches/",
+        token,
+        json={
+            "device_type": device_type,
+            "batch_number": unique("B"),
+            "production_date": "2023-01-01",
+            "quantity": 500,
+            "description": "test batch",
+        },
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def random_mac() -> str:
+    return ":".join(f"{b:02X}" for b in uuid.uuid4().bytes[:6])
+
+
+def list_all(stack: Stack, path: str, token: str) -> list[dict]:
+    response = stack.request("GET", path, token)
+    assert response.status_code == 200, response.text
+    return response.json()
