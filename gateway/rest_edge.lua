@@ -9,9 +9,13 @@
 --     The server sends the reason and the REST status in the trailers
 --     devicehub-error-reason / devicehub-http-status (see interceptors.py);
 --   * a list response marked with devicehub-rest-array becomes a bare JSON array;
---   * a successful DELETE becomes 204 with an empty body.
+--   * a response marked with devicehub-rest-body gets that literal JSON as its body;
+--   * a successful DELETE becomes 204 with an empty body;
+--   * the earlier devlog body, a bare JSON array, is wrapped as {"log_arrays": [...]}
+--     so both documented shapes reach DevlogService.UploadDevlogs.
 
 local REST = "devicehub.rest"
+local LEGACY_ARRAY_PATHS = { ["/api/v1/lux/device/devlog"] = "log_arrays" }
 
 local DEFAULT_MESSAGES = {
   [400] = "Bad request",
@@ -68,9 +72,22 @@ function envoy_on_request(request_handle)
   if path:sub(1, 12) == "/api/device/" or path == "/api/device" then
     style = "status"
   end
+  local method = headers:get(":method") or ""
   local meta = request_handle:streamInfo():dynamicMetadata()
   meta:set(REST, "style", style)
-  meta:set(REST, "method", headers:get(":method") or "")
+  meta:set(REST, "method", method)
+
+  local bare_path = path:gsub("%?.*$", ""):gsub("/$", "")
+  local array_field = LEGACY_ARRAY_PATHS[bare_path]
+  if method == "POST" and array_field ~= nil then
+    local body = request_handle:body()
+    if body ~= nil and body:length() > 0 then
+      local text = body:getBytes(0, body:length())
+      if text:match("^%s*%[") then
+        body:setBytes('{"' .. array_field .. '":' .. text .. '}')
+      end
+    end
+  end
 end
 
 -- Transcoder replies to unparsable JSON are text/plain; name the problem.
@@ -91,6 +108,7 @@ function envoy_on_response(response_handle)
   local status = tonumber(headers:get(":status")) or 500
   local grpc_status = headers:get("grpc-status")
   local array_field = headers:get("devicehub-rest-array")
+  local literal_body = headers:get("devicehub-rest-body")
 
   if status >= 400 or (grpc_status ~= nil and grpc_status ~= "0") then
     local http_status = tonumber(headers:get("devicehub-http-status") or "") or status
@@ -113,7 +131,7 @@ function envoy_on_response(response_handle)
     headers:replace("content-type", "application/json")
     for _, name in ipairs({"grpc-status", "grpc-message", "grpc-status-details-bin",
                            "devicehub-error-reason", "devicehub-http-status",
-                           "devicehub-rest-array"}) do
+                           "devicehub-rest-array", "devicehub-rest-body"}) do
       headers:remove(name)
     end
     return
@@ -126,6 +144,12 @@ function envoy_on_response(response_handle)
     headers:replace(":status", "204")
     headers:remove("content-type")
     headers:remove("content-length")
+    return
+  end
+
+  if literal_body ~= nil then
+    response_handle:body(true):setBytes(literal_body)
+    response_handle:headers():remove("devicehub-rest-body")
     return
   end
 

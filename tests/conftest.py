@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import fake_alimtalk
 import grpc
 import pytest
 import requests
@@ -49,6 +50,7 @@ class Stack:
 
     backend: str
     env: dict[str, str]
+    database_url: str
     rest_url: str
     grpc_target: str
     process: subprocess.Popen
@@ -120,7 +122,7 @@ def _wait_ready(stack: Stack, deadline: float) -> None:
         channel.close()
 
 
-def stack_env(tmp: Path, database_url: str) -> dict[str, str]:
+def stack_env(tmp: Path, database_url: str, alimtalk_url: str = "") -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         DEVICEHUB_DATA_DIR=str(tmp),
@@ -130,6 +132,12 @@ def stack_env(tmp: Path, database_url: str) -> dict[str, str]:
         DEVICEHUB_ENVOY_ADMIN_PORT=str(free_port()),
         DEVICEHUB_SECRET_KEY=SECRET_KEY,
         DEVICEHUB_LOG_LEVEL="WARNING",
+        DEVICEHUB_ALIMTALK_BASE_URL=alimtalk_url,
+        DEVICEHUB_ALIMTALK_APP_KEY=fake_alimtalk.APP_KEY,
+        DEVICEHUB_ALIMTALK_SECRET_KEY=fake_alimtalk.SECRET_KEY,
+        DEVICEHUB_ALIMTALK_SENDER_KEY=fake_alimtalk.SENDER_KEY,
+        DEVICEHUB_ALIMTALK_TEMPLATE_CODE=fake_alimtalk.TEMPLATE_CODE,
+        DEVICEHUB_ALIMTALK_TIMEOUT="2",
     )
     return env
 
@@ -146,6 +154,7 @@ def start_stack(backend: str, env: dict[str, str], log_path: Path) -> Stack:
     stack = Stack(
         backend=backend,
         env=env,
+        database_url=env["DEVICEHUB_DATABASE_URL"],
         rest_url=f"http://127.0.0.1:{env['DEVICEHUB_HTTP_PORT']}",
         grpc_target=f"127.0.0.1:{env['DEVICEHUB_GRPC_PORT']}",
         process=process,
@@ -176,15 +185,25 @@ def pg_cluster() -> Iterator[ThrowawayCluster]:
         yield cluster
 
 
+@pytest.fixture(scope="session")
+def alimtalk_provider() -> Iterator[fake_alimtalk.FakeAlimtalk]:
+    """The fake notification provider every stack is configured to use."""
+    provider = fake_alimtalk.FakeAlimtalk()
+    provider.start()
+    yield provider
+    provider.stop()
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def stack(request, tmp_path_factory) -> Iterator[Stack]:
+def stack(request, tmp_path_factory, alimtalk_provider) -> Iterator[Stack]:
     backend = request.param
     tmp = tmp_path_factory.mktemp(f"stack-{backend}")
     if backend == "sqlite":
         database_url = f"sqlite:///{tmp / 'devicehub.sqlite3'}"
     else:
         database_url = request.getfixturevalue("pg_cluster").create_database(unique("dh").lower())
-    started = start_stack(backend, stack_env(tmp, database_url), tmp / "serve.log")
+    env = stack_env(tmp, database_url, alimtalk_provider.base_url)
+    started = start_stack(backend, env, tmp / "serve.log")
     yield started
     started.close()
     stop_process(started.process)
@@ -238,3 +257,95 @@ def list_all(stack: Stack, path: str, token: str) -> list[dict]:
     response = stack.request("GET", path, token)
     assert response.status_code == 200, response.text
     return response.json()
+
+
+def create_device(stack: Stack, token: str, device_type: int, batch: int) -> dict:
+    response = stack.request(
+        "POST",
+        "/api/device/devices/",
+        token,
+        json={
+            "device_type": device_type,
+            "batch": batch,
+            "serial_number": unique("S"),
+            "mac_address": random_mac(),
+        },
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def create_child(stack: Stack, token: str, first_name: str = "Min") -> dict:
+    response = stack.request(
+        "POST",
+        "/api/v1/accounts/children",
+        token,
+        json={
+            "first_name": first_name,
+            "last_name": "Kim",
+            "birthdate": "2015-03-01",
+            "gender": "female",
+        },
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@dataclass
+class LuxSetup:
+    """A non-admin parent with a child, and a registered device bound to that child."""
+
+    token: str
+    account: dict
+    child: dict
+    device: dict
+
+
+def connect(stack: Stack, token: str, device: dict, child_id: int):
+    return stack.request(
+        "POST",
+        "/api/v1/lux/device/set-my-device",
+        token,
+        params={
+            "serial_code": device["device_code"],
+            "mac_id": device["mac_address"],
+            "unique_id": device["unique_id"],
+            "real_user_id": child_id,
+        },
+    )
+
+
+def new_device(stack: Stack) -> dict:
+    """A freshly registered (unbound) device of a fresh type and batch."""
+    admin = stack.admin_token
+    device_type = create_type(stack, admin)
+    batch = create_batch(stack, admin, device_type["id"])
+    return create_device(stack, admin, device_type["id"], batch["id"])
+
+
+@pytest.fixture
+def lux(stack: Stack) -> LuxSetup:
+    account, token = stack.new_user()
+    child = create_child(stack, token)
+    device = new_device(stack)
+    response = connect(stack, token, device, child["id"])
+    assert response.status_code == 200, response.text
+    return LuxSetup(token=token, account=account, child=child, device=device)
+
+
+def query_database(stack: Stack, sql: str, params: tuple = ()) -> list[tuple]:
+    """Reads the stack's database directly (for what no API exposes, e.g. temp records).
+
+    ``sql`` uses ``?`` placeholders on both databases.
+    """
+    if stack.backend == "sqlite":
+        import sqlite3
+
+        path = stack.database_url.removeprefix("sqlite:///")
+        with sqlite3.connect(path) as connection:
+            return connection.execute(sql, params).fetchall()
+    import psycopg2
+
+    with psycopg2.connect(stack.database_url) as connection, connection.cursor() as cursor:
+        cursor.execute(sql.replace("?", "%s"), params)
+        return cursor.fetchall()

@@ -6,7 +6,7 @@ import re
 
 import peewee
 
-from devicehub import validation
+from devicehub import binding, validation
 from devicehub.db import database
 from devicehub.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
 from devicehub.models import Account, Child, utcnow
@@ -150,8 +150,11 @@ def update_child(
 
 
 def delete_child(caller: Caller, child_id: int) -> None:
+    """Deletes the child with its usage history; its devices are unbound, not deleted."""
     with database.atomic():
-        get_child(caller, child_id).delete_instance()
+        child = get_child(caller, child_id)
+        binding.unbind_child_devices(child)
+        child.delete_instance()
 
 
 def get_account_for_token(account_id: int) -> Account:

@@ -13,7 +13,7 @@ import peewee
 from devicehub import validation
 from devicehub.db import database
 from devicehub.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, PermissionDenied
-from devicehub.models import Device, DeviceBatch, DeviceType, utcnow
+from devicehub.models import Device, DeviceBatch, DeviceType, Devlog, MovementSample, utcnow
 from devicehub.pagination import Page, paginate
 from devicehub.security import Caller
 from devicehub.v1 import error_pb2 as reasons
@@ -319,9 +319,20 @@ def update_device(
 
 
 def delete_device(caller: Caller, device_id: int) -> None:
+    """Deletes a device (and its binding); one with usage history is kept (409)."""
     require_admin(caller)
     with database.atomic():
-        get_device(device_id).delete_instance()
+        device = get_device(device_id)
+        has_history = (
+            Devlog.select().where(Devlog.device == device_id).exists()
+            or MovementSample.select().where(MovementSample.device == device_id).exists()
+        )
+        if has_history:
+            raise Conflict(
+                "Device has usage logs or movement samples",
+                reasons.ERROR_REASON_DEVICE_HAS_HISTORY,
+            )
+        device.delete_instance()
 
 
 def _serials(start_serial: str, count: int) -> list[str]:

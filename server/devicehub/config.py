@@ -37,6 +37,13 @@ class Settings:
     refresh_token_ttl: int = 14 * 24 * 3600
     shutdown_grace: float = 10.0
     log_level: str = "INFO"
+    alimtalk_base_url: str = ""
+    alimtalk_app_key: str = ""
+    alimtalk_secret_key: str = field(default="", repr=False)
+    alimtalk_sender_key: str = ""
+    alimtalk_template_code: str = ""
+    alimtalk_timeout: float = 5.0
+    alimtalk_suppress_seconds: int = 600
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -60,6 +67,17 @@ class Settings:
                 _int(env, "DEVICEHUB_SHUTDOWN_GRACE", int(defaults.shutdown_grace))
             ),
             log_level=env.get("DEVICEHUB_LOG_LEVEL") or defaults.log_level,
+            alimtalk_base_url=env.get("DEVICEHUB_ALIMTALK_BASE_URL", ""),
+            alimtalk_app_key=env.get("DEVICEHUB_ALIMTALK_APP_KEY", ""),
+            alimtalk_secret_key=env.get("DEVICEHUB_ALIMTALK_SECRET_KEY", ""),
+            alimtalk_sender_key=env.get("DEVICEHUB_ALIMTALK_SENDER_KEY", ""),
+            alimtalk_template_code=env.get("DEVICEHUB_ALIMTALK_TEMPLATE_CODE", ""),
+            alimtalk_timeout=float(
+                _int(env, "DEVICEHUB_ALIMTALK_TIMEOUT", int(defaults.alimtalk_timeout))
+            ),
+            alimtalk_suppress_seconds=_int(
+                env, "DEVICEHUB_ALIMTALK_SUPPRESS_SECONDS", defaults.alimtalk_suppress_seconds
+            ),
         )
 
     @property

@@ -29,10 +29,14 @@ class DomainError(Exception):
     http_status = 500
     default_reason = error_pb2.ERROR_REASON_INTERNAL
 
-    def __init__(self, message: str, reason: int | None = None) -> None:
+    def __init__(
+        self, message: str, reason: int | None = None, *, http_status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.reason = self.default_reason if reason is None else reason
+        if http_status is not None:  # where a documented REST status differs from gRPC's
+            self.http_status = http_status
 
     @property
     def reason_name(self) -> str:

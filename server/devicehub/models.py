@@ -94,4 +94,61 @@ class Device(BaseModel):
         indexes = ((("device_type", "serial_number"), True),)
 
 
-ALL_MODELS: tuple[type[BaseModel], ...] = (Account, Child, DeviceType, DeviceBatch, Device)
+class Binding(BaseModel):
+    """A device bound to an account, and optionally to one of its children (Lux)."""
+
+    device = peewee.ForeignKeyField(Device, backref="binding", unique=True, on_delete="CASCADE")
+    account = peewee.ForeignKeyField(Account, backref="bindings", on_delete="CASCADE")
+    child = peewee.ForeignKeyField(Child, backref="bindings", null=True, on_delete="CASCADE")
+    nickname = peewee.CharField(max_length=100, default="")
+    is_primary = peewee.BooleanField(default=False)
+    bound_at = peewee.DateTimeField(default=utcnow)
+    device_id: int
+    account_id: int
+    child_id: int | None
+
+
+class Devlog(BaseModel):
+    """One usage session; ``is_temp`` marks the child's session in progress."""
+
+    device = peewee.ForeignKeyField(Device, backref="devlogs", on_delete="RESTRICT")
+    child = peewee.ForeignKeyField(Child, backref="devlogs", on_delete="CASCADE")
+    log_file_id = peewee.IntegerField(null=True)
+    treatment_date = peewee.DateTimeField()
+    finish_flag = peewee.SmallIntegerField(null=True)
+    last_intensity = peewee.IntegerField()
+    treatment_time = peewee.IntegerField()
+    movement = peewee.IntegerField(null=True)
+    log_data = peewee.TextField(null=True)
+    is_temp = peewee.BooleanField()
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow)
+    device_id: int
+    child_id: int
+
+
+class MovementSample(BaseModel):
+    """One IMU sample; (device, ts) is the key, so a retried upload cannot duplicate."""
+
+    device = peewee.ForeignKeyField(Device, backref="movement", on_delete="RESTRICT")
+    ts = peewee.BigIntegerField()
+    val = peewee.IntegerField()
+    child = peewee.ForeignKeyField(Child, backref="movement", on_delete="CASCADE")
+    device_id: int
+    child_id: int
+
+    class Meta:
+        primary_key = peewee.CompositeKey("device", "ts")
+
+
+class AlimtalkAttempt(BaseModel):
+    """Every request to notify an account, and what came of it."""
+
+    account = peewee.ForeignKeyField(Account, backref="alimtalk_attempts", on_delete="CASCADE")
+    phone = peewee.CharField(max_length=32, default="")
+    outcome = peewee.CharField(max_length=16)
+    provider_request_id = peewee.CharField(max_length=100, default="")
+    provider_response = peewee.TextField(default="")
+    created_at = peewee.DateTimeField(default=utcnow)
+    finished_at = peewee.DateTimeField(null=True)
+    account_id: int

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 
 import grpc
@@ -11,25 +12,38 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from devicehub import db
+from devicehub.alimtalk import AlimtalkClient, AlimtalkConfig
 from devicehub.config import Settings
 from devicehub.interceptors import AuthInterceptor, ErrorInterceptor
 from devicehub.security import TokenSigner
 from devicehub.services.account import AccountServicer
 from devicehub.services.auth import AuthServicer
+from devicehub.services.binding import BindingServicer
 from devicehub.services.device import DeviceServicer
 from devicehub.services.device_batch import DeviceBatchServicer
 from devicehub.services.device_type import DeviceTypeServicer
+from devicehub.services.devlog import DevlogServicer
+from devicehub.services.movement import MovementServicer
+from devicehub.services.notification import NotificationServicer
 from devicehub.v1 import (
     account_pb2,
     account_pb2_grpc,
     auth_pb2,
     auth_pb2_grpc,
+    binding_pb2,
+    binding_pb2_grpc,
     device_batch_pb2,
     device_batch_pb2_grpc,
     device_pb2,
     device_pb2_grpc,
     device_type_pb2,
     device_type_pb2_grpc,
+    devlog_pb2,
+    devlog_pb2_grpc,
+    movement_pb2,
+    movement_pb2_grpc,
+    notification_pb2,
+    notification_pb2_grpc,
 )
 
 log = logging.getLogger(__name__)
@@ -42,6 +56,10 @@ SERVICE_NAMES = tuple(
         (device_type_pb2, "DeviceTypeService"),
         (device_batch_pb2, "DeviceBatchService"),
         (device_pb2, "DeviceService"),
+        (binding_pb2, "BindingService"),
+        (devlog_pb2, "DevlogService"),
+        (movement_pb2, "MovementService"),
+        (notification_pb2, "NotificationService"),
     )
 )
 
@@ -95,6 +113,25 @@ class DevicehubServer:
             DeviceBatchServicer(), self._server
         )
         device_pb2_grpc.add_DeviceServiceServicer_to_server(DeviceServicer(), self._server)
+        binding_pb2_grpc.add_BindingServiceServicer_to_server(BindingServicer(), self._server)
+        devlog_pb2_grpc.add_DevlogServiceServicer_to_server(DevlogServicer(), self._server)
+        movement_pb2_grpc.add_MovementServiceServicer_to_server(MovementServicer(), self._server)
+        alimtalk = AlimtalkClient(
+            AlimtalkConfig(
+                base_url=settings.alimtalk_base_url,
+                app_key=settings.alimtalk_app_key,
+                secret_key=settings.alimtalk_secret_key,
+                sender_key=settings.alimtalk_sender_key,
+                template_code=settings.alimtalk_template_code,
+                timeout=settings.alimtalk_timeout,
+            )
+        )
+        notification_pb2_grpc.add_NotificationServiceServicer_to_server(
+            NotificationServicer(
+                alimtalk, dt.timedelta(seconds=settings.alimtalk_suppress_seconds)
+            ),
+            self._server,
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME),

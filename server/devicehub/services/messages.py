@@ -7,7 +7,8 @@ import datetime as dt
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from devicehub import models
-from devicehub.v1 import account_pb2, device_batch_pb2, device_pb2, device_type_pb2
+from devicehub.binding import BoundDevice, ChildDevices
+from devicehub.v1 import account_pb2, binding_pb2, device_batch_pb2, device_pb2, device_type_pb2
 
 
 def timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
@@ -90,4 +91,63 @@ def device(row: models.Device) -> device_pb2.Device:
         created_at=timestamp(row.created_at),
         updated_at=timestamp(row.updated_at),
         unique_id=row.unique_id,
+    )
+
+
+def lux_device(bound: BoundDevice) -> binding_pb2.LuxDevice:
+    row = bound.device
+    return binding_pb2.LuxDevice(
+        id=row.id,
+        real_user_id=bound.child_id,
+        project_id=row.device_type_id,
+        hardware_id=row.device_type_id,
+        now_firmware_id=row.now_firmware_id,
+        unique_id=row.unique_id,
+        serial_code=row.device_code,
+        device_alias=row.device_alias,
+        mac_id=row.mac_address,
+        created_at=timestamp(row.created_at),
+        last_log_file_id=row.last_log_file_id,
+    )
+
+
+def child_device_row(row: ChildDevices) -> binding_pb2.ChildDeviceRow:
+    """A home-screen row; the device fields stay at zero values without a device."""
+    child_row = row.child
+    message = binding_pb2.ChildDeviceRow(
+        real_user_id=child_row.id,
+        root_user_id=child_row.root_user_id,
+        first_name=child_row.first_name,
+        last_name=child_row.last_name,
+        birthdate=child_row.birthdate.isoformat(),
+        gender=child_row.gender,
+        created_at=nullable_time(None),
+    )
+    if row.device is not None:
+        device_row = row.device
+        message.id = device_row.id
+        message.project_id = device_row.device_type_id
+        message.hardware_id = device_row.device_type_id
+        message.now_firmware_id = device_row.now_firmware_id
+        message.firmware_version = device_row.firmware_version
+        message.unique_id = device_row.unique_id
+        message.serial_code = device_row.device_code
+        message.device_alias = device_row.device_alias
+        message.mac_id = device_row.mac_address
+        message.created_at.CopyFrom(nullable_time(device_row.created_at))
+        message.last_log_file_id = device_row.last_log_file_id
+    return message
+
+
+def user_device(row: models.Binding) -> binding_pb2.UserDevice:
+    """Expects ``row.device`` and its ``device_type`` joined in the query."""
+    return binding_pb2.UserDevice(
+        id=row.id,
+        user=row.account_id,
+        device=row.device_id,
+        device_code=row.device.device_code,
+        device_type=row.device.device_type.name,
+        nickname=row.nickname,
+        is_primary=row.is_primary,
+        bound_at=timestamp(row.bound_at),
     )

@@ -8,6 +8,9 @@ NEXT_PAGE_TOKEN_HEADER = "x-next-page-token"
 # The documented REST lists are bare JSON arrays, but a transcoded response is always a
 # JSON object: this names the repeated field whose array the edge returns instead.
 REST_ARRAY_HEADER = "devicehub-rest-array"
+# Replaces the REST body with this literal JSON, where a document fixes a body that no
+# message prints as (the Lux alimtalk endpoint answers `null`).
+REST_BODY_HEADER = "devicehub-rest-body"
 
 
 async def send_list_metadata(
@@ -17,3 +20,9 @@ async def send_list_metadata(
     if next_page_token:
         metadata.append((NEXT_PAGE_TOKEN_HEADER, next_page_token))
     await context.send_initial_metadata(metadata)
+
+
+async def send_rest_body(
+    context: grpc.aio.ServicerContext, literal_json: str, *headers: tuple[str, str]
+) -> None:
+    await context.send_initial_metadata([(REST_BODY_HEADER, literal_json), *headers])

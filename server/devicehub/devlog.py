@@ -1,0 +1,171 @@
+"""Usage logs ("devlog") of Lux devices, including the temporary session record.
+
+The rules (seed 000, "통일된 API"), applied entry by entry in one transaction:
+
+- ``finish_flag`` null: the child's temporary record (at most one per child) is created,
+  or updated if it exists; ``treatment_date`` is stored 30 s earlier than sent, because
+  the app sends it 30 s after the session started.
+- ``finish_flag`` 1-6: a completed record. The first entry of a request overwrites the
+  child's pending temporary record, if any (the session it completes); any other
+  completed entry is a new record.
+- An entry whose ``(device_id, log_file_id)`` is already stored is skipped: a retried
+  upload never duplicates. (An entry without ``log_file_id`` cannot be recognised again;
+  the document allows leaving it out.)
+- The device's ``last_log_file_id`` follows the highest stored ``log_file_id``.
+
+Uploads for one child are serialised by locking the child's row (PostgreSQL), so two
+concurrent temporary uploads update one record instead of racing to create two.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import peewee
+
+from devicehub import binding
+from devicehub.db import database, is_postgres
+from devicehub.errors import InvalidArgument, NotFound
+from devicehub.models import Child, Device, Devlog, utcnow
+from devicehub.security import Caller
+from devicehub.v1 import error_pb2 as reasons
+
+MAX_DEVLOG_ENTRIES = 1000
+TEMP_DELAY = dt.timedelta(seconds=30)
+TEMP_SAVED = "Temp devlog saved successfully"
+SAVED = "Devlog saved successfully"
+FINISH_FLAGS = range(1, 7)
+INT32_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class DevlogEntry:
+    """One entry of an upload, as sent (validated by ``upload_devlogs``)."""
+
+    real_user_id: int
+    device_id: int
+    unique_id: str
+    treatment_date: str
+    finish_flag: int | None
+    last_intensity: int
+    treatment_time: int
+    log_file_id: int | None = None
+    movement: int | None = None
+    log_data: str | None = None
+
+
+def parse_finish_flag(value: int | float | str | None) -> int | None:
+    """A finish flag as sent: a number, a numeric string (earlier firmware), or null."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "null")):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise InvalidArgument("finish_flag must be 1 to 6 or null") from None
+    if not number.is_integer() or int(number) not in FINISH_FLAGS:
+        raise InvalidArgument("finish_flag must be 1 to 6 or null")
+    return int(number)
+
+
+def _treatment_date(value: str) -> dt.datetime:
+    try:
+        parsed = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise InvalidArgument(
+            "treatment_date must be an ISO 8601 date and time, e.g. 2025-02-21T15:48:49"
+        ) from None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+    return parsed
+
+
+def _validate(entry: DevlogEntry, index: int) -> dt.datetime:
+    where = f"log_arrays[{index}]"
+    if entry.real_user_id <= 0:
+        raise InvalidArgument(f"{where}.real_user_id is required")
+    if entry.device_id <= 0:
+        raise InvalidArgument(f"{where}.device_id is required")
+    if entry.finish_flag is not None and entry.finish_flag not in FINISH_FLAGS:
+        raise InvalidArgument(f"{where}.detail_data.finish_flag must be 1 to 6 or null")
+    for name in ("last_intensity", "treatment_time", "log_file_id"):
+        value = getattr(entry, name)
+        if value is not None and value < 0:
+            raise InvalidArgument(f"{where}: {name} must not be negative")
+    return _treatment_date(entry.treatment_date)
+
+
+def _lock_children(child_ids: list[int]) -> None:
+    if is_postgres():
+        Child.select(Child.id).where(Child.id.in_(child_ids)).order_by(
+            Child.id
+        ).for_update().execute()
+
+
+def upload_devlogs(caller: Caller, entries: list[DevlogEntry]) -> str:
+    """Stores an upload; returns the documented success message."""
+    if not entries:
+        raise InvalidArgument("log_arrays must contain at least one log")
+    if len(entries) > MAX_DEVLOG_ENTRIES:
+        raise InvalidArgument(
+            f"log_arrays may contain at most {MAX_DEVLOG_ENTRIES} logs",
+            reasons.ERROR_REASON_BATCH_TOO_LARGE,
+        )
+    dates = [_validate(entry, i) for i, entry in enumerate(entries)]
+    with database.atomic():
+        child_ids = sorted({entry.real_user_id for entry in entries})
+        for child_id in child_ids:
+            binding.own_child(caller, child_id, missing_is_404=True)
+        devices: dict[tuple[int, int], Device] = {}
+        for entry in entries:
+            key = (entry.device_id, entry.real_user_id)
+            if key not in devices:
+                devices[key] = binding.bound_to_child(entry.device_id, entry.real_user_id)
+            if devices[key].unique_id != entry.unique_id.strip():
+                raise NotFound(binding.NOT_FOUND_DEVICE, reasons.ERROR_REASON_DEVICE_NOT_FOUND)
+        _lock_children(child_ids)
+        for index, (entry, date) in enumerate(zip(entries, dates, strict=True)):
+            _store(entry, date, first=index == 0)
+        for device_id in {device_id for device_id, _ in devices}:
+            highest = (
+                Devlog.select(peewee.fn.MAX(Devlog.log_file_id))
+                .where(Devlog.device == device_id)
+                .scalar()
+            )
+            if highest is not None:
+                Device.update(last_log_file_id=highest).where(
+                    (Device.id == device_id) & (Device.last_log_file_id < highest)
+                ).execute()
+    return TEMP_SAVED if all(entry.finish_flag is None for entry in entries) else SAVED
+
+
+def _store(entry: DevlogEntry, date: dt.datetime, *, first: bool) -> None:
+    fields = {
+        "device": entry.device_id,
+        "log_file_id": entry.log_file_id,
+        "finish_flag": entry.finish_flag,
+        "last_intensity": entry.last_intensity,
+        "treatment_time": entry.treatment_time,
+        "movement": entry.movement,
+        "log_data": entry.log_data,
+        "updated_at": utcnow(),
+    }
+    if entry.log_file_id is not None and (
+        Devlog.select()
+        .where((Devlog.device == entry.device_id) & (Devlog.log_file_id == entry.log_file_id))
+        .exists()
+    ):
+        return  # already stored: a retried upload
+    temp = Devlog.get_or_none((Devlog.child == entry.real_user_id) & (Devlog.is_temp == True))  # noqa: E712
+    if entry.finish_flag is None:
+        fields["treatment_date"] = date - TEMP_DELAY
+        if temp is None:
+            Devlog.create(child=entry.real_user_id, is_temp=True, **fields)
+        else:
+            Devlog.update(**fields).where(Devlog.id == temp.id).execute()
+        return
+    fields["treatment_date"] = date
+    if first and temp is not None:
+        Devlog.update(is_temp=False, **fields).where(Devlog.id == temp.id).execute()
+    else:
+        Devlog.create(child=entry.real_user_id, is_temp=False, **fields)
