@@ -393,7 +393,7 @@ def test_documented_examples_over_grpc(stack, admin, catalog):
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_non_admin_reads_but_cannot_write(stack, admin, user, catalog):
+def test_non_admin_cannot_write(stack, admin, user, catalog):
     _, token = user
     device_type, batch = catalog
     before = device_count(stack, admin)
@@ -413,4 +413,36 @@ def test_non_admin_reads_but_cannot_write(stack, admin, user, catalog):
             },
         )
         assert response.status_code == 403
-    assert device_count(stack, token) == before
+    assert device_count(stack, admin) == before
+
+
+def test_non_admin_reads_only_devices_bound_to_them(stack, admin, user, catalog):
+    """A device's code, MAC and unique_id are what set-my-device asks for: strangers
+    must not be able to list them."""
+    _, token = user
+    device_type, batch = catalog
+    mac = random_mac()
+    device = stack.request(
+        "POST",
+        "/api/device/devices/",
+        admin,
+        json={
+            "device_type": device_type["id"],
+            "batch": batch["id"],
+            "serial_number": "7",
+            "mac_address": mac,
+        },
+    ).json()
+    assert list_all(stack, "/api/device/devices/", token) == []
+    hidden = stack.request("GET", f"/api/device/devices/{device['id']}/", token)
+    assert hidden.status_code == 404
+    assert hidden.json()["code"] == "DEVICE_NOT_FOUND"
+
+    bound = stack.request(
+        "POST", "/api/device/user-devices/bind/", token, json={"mac_address": mac}
+    )
+    assert bound.status_code == 200, bound.text
+    [visible] = list_all(stack, "/api/device/devices/", token)
+    assert visible["id"] == device["id"]
+    assert visible["is_active"] is True
+    assert stack.request("GET", f"/api/device/devices/{device['id']}/", token).json() == visible

@@ -1,7 +1,10 @@
 """The device catalog: device types, production batches and the device registry.
 
-Reads are open to every authenticated caller; writes need an admin. Every write is one
-transaction: a failed validation or conflict leaves nothing behind.
+Device types and batches can be read by every authenticated caller. Devices can be read
+by admins, and by other callers only while bound to them: a device's code, MAC address
+and unique_id together let anyone connect it (set-my-device), so they are not listed to
+strangers. Writes need an admin. Every write is one transaction: a failed validation or
+conflict leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -13,7 +16,15 @@ import peewee
 from devicehub import validation
 from devicehub.db import database
 from devicehub.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, PermissionDenied
-from devicehub.models import Device, DeviceBatch, DeviceType, Devlog, MovementSample, utcnow
+from devicehub.models import (
+    Binding,
+    Device,
+    DeviceBatch,
+    DeviceType,
+    Devlog,
+    MovementSample,
+    utcnow,
+)
 from devicehub.pagination import Page, paginate
 from devicehub.security import Caller
 from devicehub.v1 import error_pb2 as reasons
@@ -254,12 +265,21 @@ def _check_unique(device_code: str, mac_address: str, except_id: int | None = No
         raise _taken("mac_address", mac_address)
 
 
-def list_devices(page_size: int = 0, page_token: str = "") -> Page[Device]:
-    return paginate(_devices(), Device, page_size, page_token)
+def _visible_devices(caller: Caller | None) -> peewee.ModelSelect[Device]:
+    query = _devices()
+    if caller is not None and not caller.is_admin:
+        bound = Binding.select(Binding.device).where(Binding.account == caller.account_id)
+        query = query.where(Device.id.in_(bound))
+    return query
 
 
-def get_device(device_id: int) -> Device:
-    device = _devices().where(Device.id == device_id).first()
+def list_devices(caller: Caller, page_size: int = 0, page_token: str = "") -> Page[Device]:
+    return paginate(_visible_devices(caller), Device, page_size, page_token)
+
+
+def get_device(device_id: int, caller: Caller | None = None) -> Device:
+    """The device; for a non-admin ``caller``, only one bound to them (else 404)."""
+    device = _visible_devices(caller).where(Device.id == device_id).first()
     if device is None:
         raise NotFound("Device not found", reasons.ERROR_REASON_DEVICE_NOT_FOUND)
     return device

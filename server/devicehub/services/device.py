@@ -15,7 +15,9 @@ from devicehub.v1 import device_pb2_grpc
 
 class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
     async def ListDevices(self, request: pb.ListDevicesRequest, context):
-        page = await run_db(catalog.list_devices, request.page_size, request.page_token)
+        page = await run_db(
+            catalog.list_devices, current_caller(), request.page_size, request.page_token
+        )
         await send_list_metadata(context, "devices", page.next_page_token)
         return pb.ListDevicesResponse(
             devices=[messages.device(row) for row in page.items],
@@ -49,7 +51,7 @@ class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
         )
 
     async def GetDevice(self, request: pb.GetDeviceRequest, context):
-        return messages.device(await run_db(catalog.get_device, request.id))
+        return messages.device(await run_db(catalog.get_device, request.id, current_caller()))
 
     async def UpdateDevice(self, request: pb.UpdateDeviceRequest, context):
         given = request.device
