@@ -11,7 +11,10 @@ The rules (seed 000, "통일된 API"), applied entry by entry in one transaction
 - An entry whose ``(device_id, log_file_id)`` is already stored is skipped: a retried
   upload never duplicates. (An entry without ``log_file_id`` cannot be recognised again;
   the document allows leaving it out.)
-- The device's ``last_log_file_id`` follows the highest stored ``log_file_id``.
+- A completed entry whose ``log_file_id`` is carried by a temporary record completes
+  that record, wherever it stands in the request.
+- The device's ``last_log_file_id`` follows the highest ``log_file_id`` of a completed
+  record (an unfinished session's log is not uploaded yet).
 
 Uploads for one child are serialised by locking the child's row (PostgreSQL), so two
 concurrent temporary uploads update one record instead of racing to create two.
@@ -150,12 +153,15 @@ def _store(entry: DevlogEntry, date: dt.datetime, *, first: bool) -> None:
         "log_data": entry.log_data,
         "updated_at": utcnow(),
     }
-    if entry.log_file_id is not None and (
-        Devlog.select()
-        .where((Devlog.device == entry.device_id) & (Devlog.log_file_id == entry.log_file_id))
-        .exists()
-    ):
-        return  # already stored: a retried upload
+    same_file = (
+        Devlog.get_or_none(
+            (Devlog.device == entry.device_id) & (Devlog.log_file_id == entry.log_file_id)
+        )
+        if entry.log_file_id is not None
+        else None
+    )
+    if same_file is not None and not same_file.is_temp:
+        return  # this log is stored and complete: a retried upload
     temp = Devlog.get_or_none((Devlog.child == entry.real_user_id) & (Devlog.is_temp == True))  # noqa: E712
     if entry.finish_flag is None:
         fields["treatment_date"] = date - TEMP_DELAY
@@ -165,7 +171,10 @@ def _store(entry: DevlogEntry, date: dt.datetime, *, first: bool) -> None:
             Devlog.update(**fields).where(Devlog.id == temp.id).execute()
         return
     fields["treatment_date"] = date
-    if first and temp is not None:
-        Devlog.update(is_temp=False, **fields).where(Devlog.id == temp.id).execute()
+    # The session this log completes: the temp record carrying its file id, else (for
+    # the first entry of a request) the child's pending temp record.
+    completes = same_file if same_file is not None else (temp if first else None)
+    if completes is not None:
+        Devlog.update(is_temp=False, **fields).where(Devlog.id == completes.id).execute()
     else:
         Devlog.create(child=entry.real_user_id, is_temp=False, **fields)
