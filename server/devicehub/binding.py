@@ -5,8 +5,10 @@ bindings also name one of the account's children. Each account has at most one
 primary binding; the first one bound is primary, and when the primary is unbound the
 oldest remaining binding takes over. Binding marks the device active (and sets
 ``activated_at`` the first time); unbinding deactivates it and keeps its history.
-Every change takes the account's row lock (PostgreSQL) so concurrent requests for one
-account apply one after another.
+Every change takes the account's row lock (PostgreSQL) BEFORE it reads any binding, so
+concurrent requests for one account apply one after another and each decides on fresh
+state. Races between accounts (two people binding one device) end at the unique index
+on ``binding.device_id``.
 """
 
 from __future__ import annotations
@@ -99,8 +101,9 @@ class BoundDevice:
 def _bind(
     account_id: int, device: Device, child_id: int | None, nickname: str, primary: bool
 ) -> Binding:
-    """Creates the binding; raises Conflict if the device is already bound."""
-    lock_account(account_id)
+    """Creates the binding; raises Conflict if the device is already bound.
+
+    The caller holds the account lock."""
     if binding_of(device.id) is not None:
         raise already_connected()
     has_primary = (
@@ -130,7 +133,8 @@ def _bind(
 
 
 def _unbind(binding: Binding) -> None:
-    lock_account(binding.account_id)
+    """Deletes the binding, read after the account lock was taken (its ``is_primary``
+    decides the succession)."""
     binding.delete_instance()
     Device.update(is_active=False, updated_at=utcnow()).where(
         Device.id == binding.device_id
@@ -217,6 +221,7 @@ def connect_device(
 ) -> None:
     """Binds the device to the child; connecting it to the same child again is a no-op."""
     with database.atomic():
+        lock_account(caller.account_id)
         own_child(caller, child_id)
         device = _device_by_identifiers(serial_code, mac_id, unique_id)
         existing = binding_of(device.id)
@@ -229,6 +234,7 @@ def connect_device(
 
 def disconnect_device(caller: Caller, unique_id: str, child_id: int) -> None:
     with database.atomic():
+        lock_account(caller.account_id)
         own_child(caller, child_id)
         device = Device.get_or_none(Device.unique_id == unique_id.strip())
         binding = binding_of(device.id) if device is not None else None
@@ -298,6 +304,7 @@ def bind_user_device(caller: Caller, mac_address: str, nickname: str, is_primary
     mac = validation.mac_address("mac_address", mac_address)
     nickname = validation.text("nickname", nickname, max_length=100, required=False)
     with database.atomic():
+        lock_account(caller.account_id)
         device = Device.get_or_none(Device.mac_address == mac)
         if device is None:
             raise NotFound("Device not found", reasons.ERROR_REASON_DEVICE_NOT_FOUND)
@@ -325,10 +332,13 @@ def set_primary(caller: Caller, binding_id: int) -> Binding:
 
 def unbind_user_device(caller: Caller, binding_id: int) -> None:
     with database.atomic():
+        lock_account(caller.account_id)
         _unbind(_own_binding(caller, binding_id))
 
 
 def unbind_child_devices(child: Child) -> None:
-    """Unbinds every device of a child that is being deleted."""
+    """Unbinds every device of a child that is being deleted (inside the caller's
+    transaction)."""
+    lock_account(child.root_user_id)
     for binding in Binding.select().where(Binding.child == child.id):
         _unbind(binding)
