@@ -333,6 +333,16 @@ def lux(stack: Stack) -> LuxSetup:
     return LuxSetup(token=token, account=account, child=child, device=device)
 
 
+@pytest.fixture
+def in_process_db(stack: Stack):
+    """The stack's database opened in the test process, for domain-level tests."""
+    import devicehub.db as db
+
+    database = db.open_database(stack.database_url, pool_size=2)
+    yield database
+    database.close_all()
+
+
 def query_database(stack: Stack, sql: str, params: tuple = ()) -> list[tuple]:
     """Reads the stack's database directly (for what no API exposes, e.g. temp records).
 

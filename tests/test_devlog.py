@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 
@@ -754,3 +755,43 @@ def test_grpc_errors_carry_status_codes(stack, lux):
         stub.UploadDevlogs(pb.UploadDevlogsRequest(), metadata=md)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert rows(stack, lux.child["id"]) == []
+
+
+@pytest.mark.parametrize(
+    ("pending_temp", "message"),
+    [(False, "Create Device Log Failed"), (True, "Update Device Log Failed")],
+)
+def test_a_write_the_database_refuses_is_the_documented_409(
+    stack, lux, in_process_db, pending_temp, message
+):
+    """Below request validation, the database's own CHECK constraints still hold; a
+    refused write is the documented 409 and rolls the request back."""
+    from devicehub import devlog
+    from devicehub.errors import Conflict
+
+    child, device = lux.child["id"], lux.device
+    entry = devlog.DevlogEntry(
+        real_user_id=child,
+        device_id=device["id"],
+        unique_id=device["unique_id"],
+        treatment_date="2025-02-21T15:48:49",
+        finish_flag=None,
+        last_intensity=1,
+        treatment_time=10,
+    )
+    date = devlog._treatment_date(entry.treatment_date)
+    if pending_temp:
+        with in_process_db.atomic():
+            devlog._store(entry, date, first=True)
+    before = query_database(
+        stack, "SELECT COUNT(*), MAX(treatment_time) FROM devlog WHERE child_id = ?", (child,)
+    )
+    broken = dataclasses.replace(entry, treatment_time=-5)  # bypasses _validate
+    with pytest.raises(Conflict) as error, in_process_db.atomic():
+        devlog._store(broken, date, first=True)
+    assert error.value.message == message
+    assert error.value.http_status == 409
+    after = query_database(
+        stack, "SELECT COUNT(*), MAX(treatment_time) FROM devlog WHERE child_id = ?", (child,)
+    )
+    assert after == before

@@ -10,7 +10,6 @@ import fake_alimtalk
 import grpc
 import pytest
 
-import devicehub.db as db
 from devicehub import notifications
 from devicehub.alimtalk import AlimtalkClient, AlimtalkConfig
 from devicehub.errors import Conflict
@@ -147,14 +146,6 @@ def test_simultaneous_calls_send_one_message(stack, alimtalk_provider):
         thread.join()
     assert statuses == [200] * 6
     assert len(alimtalk_provider.sent_to(number)) == 1
-
-
-@pytest.fixture
-def in_process_db(stack):
-    """The stack's database opened in the test process, for domain-level tests."""
-    database = db.open_database(stack.database_url, pool_size=2)
-    yield database
-    database.close_all()
 
 
 def test_not_configured_is_a_send_failure(stack, in_process_db, alimtalk_provider):

@@ -29,7 +29,7 @@ import peewee
 
 from devicehub import binding
 from devicehub.db import database, is_postgres
-from devicehub.errors import InvalidArgument, NotFound
+from devicehub.errors import Conflict, InvalidArgument, NotFound
 from devicehub.models import Child, Device, Devlog, utcnow
 from devicehub.security import Caller
 from devicehub.v1 import error_pb2 as reasons
@@ -142,6 +142,24 @@ def upload_devlogs(caller: Caller, entries: list[DevlogEntry]) -> str:
     return TEMP_SAVED if all(entry.finish_flag is None for entry in entries) else SAVED
 
 
+def _create(**fields: object) -> None:
+    try:
+        Devlog.create(**fields)
+    except peewee.IntegrityError as error:  # documented as 409; the request rolls back
+        raise Conflict(
+            "Create Device Log Failed", reasons.ERROR_REASON_DEVLOG_WRITE_FAILED
+        ) from error
+
+
+def _update(devlog_id: int, **fields: object) -> None:
+    try:
+        Devlog.update(**fields).where(Devlog.id == devlog_id).execute()
+    except peewee.IntegrityError as error:
+        raise Conflict(
+            "Update Device Log Failed", reasons.ERROR_REASON_DEVLOG_WRITE_FAILED
+        ) from error
+
+
 def _store(entry: DevlogEntry, date: dt.datetime, *, first: bool) -> None:
     fields = {
         "device": entry.device_id,
@@ -166,15 +184,15 @@ def _store(entry: DevlogEntry, date: dt.datetime, *, first: bool) -> None:
     if entry.finish_flag is None:
         fields["treatment_date"] = date - TEMP_DELAY
         if temp is None:
-            Devlog.create(child=entry.real_user_id, is_temp=True, **fields)
+            _create(child=entry.real_user_id, is_temp=True, **fields)
         else:
-            Devlog.update(**fields).where(Devlog.id == temp.id).execute()
+            _update(temp.id, **fields)
         return
     fields["treatment_date"] = date
     # The session this log completes: the temp record carrying its file id, else (for
     # the first entry of a request) the child's pending temp record.
     completes = same_file if same_file is not None else (temp if first else None)
     if completes is not None:
-        Devlog.update(is_temp=False, **fields).where(Devlog.id == completes.id).execute()
+        _update(completes.id, is_temp=False, **fields)
     else:
-        Devlog.create(child=entry.real_user_id, is_temp=False, **fields)
+        _create(child=entry.real_user_id, is_temp=False, **fields)
