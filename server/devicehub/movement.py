@@ -7,13 +7,13 @@ key ``(device_id, ts)`` makes a retried batch a no-op (``ON CONFLICT DO NOTHING`
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 
 from devicehub import binding
 from devicehub.db import database, is_postgres
 from devicehub.errors import InvalidArgument
 from devicehub.models import MovementSample
+from devicehub.pagination import decode_cursor, encode_cursor
 from devicehub.security import Caller
 from devicehub.v1 import error_pb2 as reasons
 
@@ -69,21 +69,6 @@ def upload_movement(
             )
 
 
-def _encode(after: int) -> str:
-    return base64.urlsafe_b64encode(f"ts:{after}".encode()).decode().rstrip("=")
-
-
-def _decode(token: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        prefix, _, value = raw.partition(":")
-        if prefix != "ts":
-            raise ValueError(raw)
-        return int(value)
-    except ValueError:
-        raise InvalidArgument("page_token is not a token from an earlier page") from None
-
-
 def list_samples(
     caller: Caller,
     child_id: int,
@@ -107,10 +92,10 @@ def list_samples(
     if end:
         query = query.where(MovementSample.ts < end)
     if page_token:
-        query = query.where(MovementSample.ts > _decode(page_token))
+        query = query.where(MovementSample.ts > decode_cursor("ts", page_token))
     rows: list[tuple[int, int]] = [
         (sample.ts, sample.val) for sample in query.order_by(MovementSample.ts).limit(size + 1)
     ]
     if len(rows) > size:
-        return rows[:size], _encode(rows[size - 1][0])
+        return rows[:size], encode_cursor("ts", rows[size - 1][0])
     return rows, ""

@@ -21,15 +21,17 @@ class Page(Generic[T]):
     next_page_token: str
 
 
-def _encode(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"after:{last_id}".encode()).decode().rstrip("=")
+def encode_cursor(kind: str, value: int) -> str:
+    """An opaque page token for "continue after ``value``" of a ``kind`` of listing."""
+    return base64.urlsafe_b64encode(f"{kind}:{value}".encode()).decode().rstrip("=")
 
 
-def _decode(token: str) -> int:
+def decode_cursor(kind: str, token: str) -> int:
+    """The value of a token made by ``encode_cursor(kind, ...)``; InvalidArgument else."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         prefix, _, value = raw.partition(":")
-        if prefix != "after":
+        if prefix != kind:
             raise ValueError(raw)
         return int(value)
     except ValueError:
@@ -47,12 +49,12 @@ def paginate(
     if page_size < 0:
         raise InvalidArgument("page_size must not be negative")
     if page_token:
-        query = query.where(model.id > _decode(page_token))
+        query = query.where(model.id > decode_cursor("after", page_token))
     query = query.order_by(model.id)
     if page_size == 0:
         return Page(list(query), "")
     size = min(page_size, MAX_PAGE_SIZE)
     rows = list(query.limit(size + 1))
     if len(rows) > size:
-        return Page(rows[:size], _encode(rows[size - 1].id))
+        return Page(rows[:size], encode_cursor("after", rows[size - 1].id))
     return Page(rows, "")
