@@ -20,6 +20,16 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Runtime configuration. See README.md for the environment variable of each field."""
@@ -44,6 +54,16 @@ class Settings:
     alimtalk_template_code: str = ""
     alimtalk_timeout: float = 5.0
     alimtalk_suppress_seconds: int = 600
+    ws_port: int = 8765
+    message_ttl: int = 3600
+    message_queue_limit: int = 100
+    stream_heartbeat: float = 15.0
+    weather_geocoding_url: str = "https://geocoding-api.open-meteo.com"
+    weather_forecast_url: str = "https://api.open-meteo.com"
+    weather_timeout: float = 5.0
+    rtc_app_id: str = ""
+    rtc_app_key: str = field(default="", repr=False)
+    rtc_mac_requests_per_minute: int = 10
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -63,20 +83,32 @@ class Settings:
             secret_key=env.get("DEVICEHUB_SECRET_KEY", ""),
             access_token_ttl=_int(env, "DEVICEHUB_ACCESS_TOKEN_TTL", defaults.access_token_ttl),
             refresh_token_ttl=_int(env, "DEVICEHUB_REFRESH_TOKEN_TTL", defaults.refresh_token_ttl),
-            shutdown_grace=float(
-                _int(env, "DEVICEHUB_SHUTDOWN_GRACE", int(defaults.shutdown_grace))
-            ),
+            shutdown_grace=_float(env, "DEVICEHUB_SHUTDOWN_GRACE", defaults.shutdown_grace),
             log_level=env.get("DEVICEHUB_LOG_LEVEL") or defaults.log_level,
             alimtalk_base_url=env.get("DEVICEHUB_ALIMTALK_BASE_URL", ""),
             alimtalk_app_key=env.get("DEVICEHUB_ALIMTALK_APP_KEY", ""),
             alimtalk_secret_key=env.get("DEVICEHUB_ALIMTALK_SECRET_KEY", ""),
             alimtalk_sender_key=env.get("DEVICEHUB_ALIMTALK_SENDER_KEY", ""),
             alimtalk_template_code=env.get("DEVICEHUB_ALIMTALK_TEMPLATE_CODE", ""),
-            alimtalk_timeout=float(
-                _int(env, "DEVICEHUB_ALIMTALK_TIMEOUT", int(defaults.alimtalk_timeout))
-            ),
+            alimtalk_timeout=_float(env, "DEVICEHUB_ALIMTALK_TIMEOUT", defaults.alimtalk_timeout),
             alimtalk_suppress_seconds=_int(
                 env, "DEVICEHUB_ALIMTALK_SUPPRESS_SECONDS", defaults.alimtalk_suppress_seconds
+            ),
+            ws_port=_int(env, "DEVICEHUB_WS_PORT", defaults.ws_port),
+            message_ttl=_int(env, "DEVICEHUB_MESSAGE_TTL", defaults.message_ttl),
+            message_queue_limit=_int(
+                env, "DEVICEHUB_MESSAGE_QUEUE_LIMIT", defaults.message_queue_limit
+            ),
+            stream_heartbeat=_float(env, "DEVICEHUB_STREAM_HEARTBEAT", defaults.stream_heartbeat),
+            weather_geocoding_url=env.get("DEVICEHUB_WEATHER_GEOCODING_URL")
+            or defaults.weather_geocoding_url,
+            weather_forecast_url=env.get("DEVICEHUB_WEATHER_FORECAST_URL")
+            or defaults.weather_forecast_url,
+            weather_timeout=_float(env, "DEVICEHUB_WEATHER_TIMEOUT", defaults.weather_timeout),
+            rtc_app_id=env.get("DEVICEHUB_RTC_APP_ID", ""),
+            rtc_app_key=env.get("DEVICEHUB_RTC_APP_KEY", ""),
+            rtc_mac_requests_per_minute=_int(
+                env, "DEVICEHUB_RTC_MAC_REQUESTS_PER_MINUTE", defaults.rtc_mac_requests_per_minute
             ),
         )
 

@@ -80,6 +80,13 @@ class Conflict(DomainError):
     http_status = 409
 
 
+class ResourceExhausted(DomainError):
+    """A limit was reached (queue bound, rate limit); retrying later can succeed."""
+
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_status = 429
+
+
 class Unavailable(DomainError):
     """A dependency (the database, a provider) cannot be reached right now."""
 

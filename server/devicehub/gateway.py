@@ -24,6 +24,7 @@ LUA_FILTER = REPO_ROOT / "gateway" / "rest_edge.lua"
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 LUA = "envoy.filters.http.lua"
 GRPC_CLUSTER = "devicehub_grpc"
+WS_CLUSTER = "devicehub_ws"
 
 
 def transcoded_services(descriptor_set: Path = DESCRIPTOR_SET) -> list[str]:
@@ -52,12 +53,15 @@ def render_config(settings: Settings) -> str:
     listener["address"]["socket_address"].update(
         address=settings.http_host, port_value=settings.http_port
     )
+    upstreams = {
+        GRPC_CLUSTER: settings.grpc_port,
+        WS_CLUSTER: settings.ws_port,
+    }
     for cluster in config["static_resources"]["clusters"]:
-        if cluster["name"] == GRPC_CLUSTER:
-            endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
-            endpoint["endpoint"]["address"]["socket_address"].update(
-                address=settings.grpc_host, port_value=settings.grpc_port
-            )
+        endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+        endpoint["endpoint"]["address"]["socket_address"].update(
+            address=settings.grpc_host, port_value=upstreams[cluster["name"]]
+        )
     filters = _filters(config)
     filters[TRANSCODER]["proto_descriptor"] = str(DESCRIPTOR_SET)
     filters[TRANSCODER]["services"] = transcoded_services()

@@ -38,6 +38,9 @@ PUBLIC_METHODS = frozenset(
         "/devicehub.v1.AuthService/Register",
         "/devicehub.v1.AuthService/CreateToken",
         "/devicehub.v1.AuthService/RefreshToken",
+        # Devices have no user token; the method answers only for bound, active devices
+        # and is rate-limited per MAC address (voice.py).
+        "/devicehub.v1.RtcService/GetRtcTokenByMac",
     }
 )
 PUBLIC_SERVICE_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")

@@ -152,3 +152,18 @@ class AlimtalkAttempt(BaseModel):
     created_at = peewee.DateTimeField(default=utcnow)
     finished_at = peewee.DateTimeField(null=True)
     account_id: int
+
+
+class Message(BaseModel):
+    """A cloud-to-device message for one account's devices."""
+
+    account = peewee.ForeignKeyField(Account, backref="messages", on_delete="CASCADE")
+    sender = peewee.ForeignKeyField(Account, null=True, on_delete="SET NULL")
+    type = peewee.CharField(max_length=16)
+    payload = peewee.TextField()  # JSON object of the MessagePayload fields
+    state = peewee.CharField(max_length=16, default="queued")
+    created_at = peewee.DateTimeField(default=utcnow)
+    expires_at = peewee.DateTimeField()
+    delivered_at = peewee.DateTimeField(null=True)
+    acked_at = peewee.DateTimeField(null=True)
+    account_id: int

@@ -11,8 +11,9 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from devicehub import db
+from devicehub import db, messaging
 from devicehub.alimtalk import AlimtalkClient, AlimtalkConfig
+from devicehub.broker import MessageBroker
 from devicehub.config import Settings
 from devicehub.interceptors import AuthInterceptor, ErrorInterceptor
 from devicehub.security import TokenSigner
@@ -23,8 +24,10 @@ from devicehub.services.device import DeviceServicer
 from devicehub.services.device_batch import DeviceBatchServicer
 from devicehub.services.device_type import DeviceTypeServicer
 from devicehub.services.devlog import DevlogServicer
+from devicehub.services.messaging import MessagingServicer
 from devicehub.services.movement import MovementServicer
 from devicehub.services.notification import NotificationServicer
+from devicehub.services.rtc import RtcServicer
 from devicehub.v1 import (
     account_pb2,
     account_pb2_grpc,
@@ -40,11 +43,18 @@ from devicehub.v1 import (
     device_type_pb2_grpc,
     devlog_pb2,
     devlog_pb2_grpc,
+    messaging_pb2,
+    messaging_pb2_grpc,
     movement_pb2,
     movement_pb2_grpc,
     notification_pb2,
     notification_pb2_grpc,
+    rtc_pb2,
+    rtc_pb2_grpc,
 )
+from devicehub.voice import MacRateLimiter, RtcIssuer
+from devicehub.weather import WeatherClient, WeatherConfig
+from devicehub.websocket import MessageSocketServer
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +70,8 @@ SERVICE_NAMES = tuple(
         (devlog_pb2, "DevlogService"),
         (movement_pb2, "MovementService"),
         (notification_pb2, "NotificationService"),
+        (messaging_pb2, "MessagingService"),
+        (rtc_pb2, "RtcService"),
     )
 )
 
@@ -126,6 +138,34 @@ class DevicehubServer:
                 timeout=settings.alimtalk_timeout,
             )
         )
+        self.policy = messaging.MessagePolicy(
+            ttl=dt.timedelta(seconds=settings.message_ttl),
+            queue_limit=settings.message_queue_limit,
+            heartbeat=settings.stream_heartbeat,
+        )
+        self.broker = MessageBroker(
+            postgres_dsn=settings.database_url if db.is_postgres() else None,
+            fetch=lambda message_id: db.run_db(messaging.fetch_message, message_id),
+        )
+        weather = WeatherClient(
+            WeatherConfig(
+                geocoding_url=settings.weather_geocoding_url,
+                forecast_url=settings.weather_forecast_url,
+                timeout=settings.weather_timeout,
+            )
+        )
+        messaging_pb2_grpc.add_MessagingServiceServicer_to_server(
+            MessagingServicer(self.broker, weather, self.policy), self._server
+        )
+        rtc_pb2_grpc.add_RtcServiceServicer_to_server(
+            RtcServicer(
+                RtcIssuer(settings.rtc_app_id, settings.rtc_app_key),
+                MacRateLimiter(settings.rtc_mac_requests_per_minute),
+            ),
+            self._server,
+        )
+        self._websocket = MessageSocketServer(signer, self.broker, self.policy)
+        self._sweeper: asyncio.Task[None] | None = None
         notification_pb2_grpc.add_NotificationServiceServicer_to_server(
             NotificationServicer(
                 alimtalk, dt.timedelta(seconds=settings.alimtalk_suppress_seconds)
@@ -144,7 +184,10 @@ class DevicehubServer:
 
     async def start(self) -> None:
         db.start_executor(self.settings.db_pool_size)
+        await self.broker.start()
+        self._sweeper = asyncio.create_task(self._expire_messages(), name="message-expiry")
         await self._server.start()
+        await self._websocket.start(self.settings.grpc_host, self.settings.ws_port)
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("gRPC server listening on %s:%d", self.settings.grpc_host, self.port)
@@ -153,9 +196,23 @@ class DevicehubServer:
         """Stops accepting calls, lets in-flight calls finish (up to the grace period),
         then waits for their database work and closes the pool."""
         await self._health.enter_graceful_shutdown()
+        await self._websocket.stop()
         await self._server.stop(self.settings.shutdown_grace)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        await self.broker.stop()
         await asyncio.to_thread(db.stop_executor)
         log.info("gRPC server stopped")
+
+    async def _expire_messages(self) -> None:
+        """Marks messages past their TTL as expired (they are never delivered anyway)."""
+        interval = max(1.0, min(30.0, self.settings.message_ttl / 2))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await db.run_db(messaging.expire_messages)
+            except Exception:
+                log.exception("expiring messages failed; retrying later")
 
     async def wait(self) -> None:
         await self._server.wait_for_termination()

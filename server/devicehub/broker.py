@@ -1,0 +1,184 @@
+"""Live fan-out of committed messages to the subscriptions of this process.
+
+On SQLite (one process) the sender hands the message to ``dispatch`` after its
+transaction commits. On PostgreSQL the sender's transaction runs ``pg_notify`` (delivered
+at commit, never for a rolled-back message) and every server process LISTENs on one
+dedicated connection, dispatching to its own subscribers, the sender's process included.
+
+Nothing is lost when fan-out falls behind or breaks: a subscription whose queue overflows,
+and every subscription when the LISTEN connection drops, receives ``RESYNC`` and re-reads
+its backlog from the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "devicehub_message"
+# Longest NOTIFY payload PostgreSQL accepts is 8000 bytes; larger messages are announced
+# by id and read from the database by each listener.
+MAX_NOTIFY_BYTES = 7900
+MAX_QUEUED_PER_SUBSCRIPTION = 1000
+
+
+class _Resync:
+    def __repr__(self) -> str:
+        return "RESYNC"
+
+
+RESYNC = _Resync()
+
+
+@dataclass(eq=False)
+class Subscription:
+    account_id: int
+    queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+
+    def offer(self, item: Any) -> None:
+        if self.queue.qsize() >= MAX_QUEUED_PER_SUBSCRIPTION:
+            # A slow reader: drop what is queued and let it re-read from the database.
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            item = RESYNC
+        self.queue.put_nowait(item)
+
+
+def notify_payload(message: dict[str, Any]) -> str:
+    """The NOTIFY payload for a stored message (JSON; by reference when too large)."""
+    full = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+    if len(full.encode()) <= MAX_NOTIFY_BYTES:
+        return full
+    return json.dumps({"id": message["id"], "account_id": message["account_id"], "ref": True})
+
+
+class MessageBroker:
+    """Routes messages to live subscriptions by account id."""
+
+    def __init__(
+        self,
+        postgres_dsn: str | None = None,
+        fetch: Callable[[int], Any] | None = None,
+    ) -> None:
+        self._subscriptions: dict[int, set[Subscription]] = defaultdict(set)
+        self._postgres_dsn = postgres_dsn
+        self._fetch = fetch  # async: message id -> message dict (for by-reference notifies)
+        self._listener: asyncio.Task[None] | None = None
+        self._fetching: set[asyncio.Future[None]] = set()
+        self.listening = asyncio.Event()
+
+    @property
+    def uses_notify(self) -> bool:
+        return self._postgres_dsn is not None
+
+    def subscribe(self, account_id: int) -> Subscription:
+        subscription = Subscription(account_id)
+        self._subscriptions[account_id].add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        subscribers = self._subscriptions.get(subscription.account_id)
+        if subscribers is not None:
+            subscribers.discard(subscription)
+            if not subscribers:
+                del self._subscriptions[subscription.account_id]
+
+    @property
+    def subscription_count(self) -> int:
+        return sum(len(s) for s in self._subscriptions.values())
+
+    def dispatch(self, message: dict[str, Any]) -> None:
+        """Offers a committed message to the subscriptions of its account."""
+        for subscription in self._subscriptions.get(message["account_id"], ()):
+            subscription.offer(message)
+
+    def resync_all(self) -> None:
+        for subscribers in self._subscriptions.values():
+            for subscription in subscribers:
+                subscription.offer(RESYNC)
+
+    async def start(self) -> None:
+        if self._postgres_dsn is not None:
+            self._listener = asyncio.create_task(self._listen_forever(), name="message-listener")
+            await asyncio.wait_for(self.listening.wait(), 30)
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+
+    async def _listen_forever(self) -> None:
+        delay = 0.5
+        first = True
+        while True:
+            try:
+                await self._listen(resync=not first)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("message listener lost its connection; reconnecting")
+            first = False
+            self.listening.clear()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10)
+
+    async def _listen(self, resync: bool) -> None:
+        loop = asyncio.get_running_loop()
+        connection = await asyncio.to_thread(psycopg2.connect, self._postgres_dsn)
+        connection.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
+        broken: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            try:
+                connection.poll()
+            except Exception as error:  # connection lost
+                if not broken.done():
+                    broken.set_exception(error)
+                return
+            while connection.notifies:
+                self._on_notify(connection.notifies.pop(0).payload)
+
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(f"LISTEN {CHANNEL}")
+            loop.add_reader(connection.fileno(), readable)
+            self.listening.set()
+            if resync:  # messages may have been sent while we were not listening
+                self.resync_all()
+            await broken
+        finally:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(connection.fileno())
+            with contextlib.suppress(Exception):
+                connection.close()
+
+    def _on_notify(self, payload: str) -> None:
+        try:
+            message = json.loads(payload)
+        except ValueError:
+            log.warning("ignoring malformed notification %r", payload[:200])
+            return
+        if message.get("ref") and self._fetch is not None:
+            task = asyncio.ensure_future(self._dispatch_fetched(message["id"]))
+            self._fetching.add(task)
+            task.add_done_callback(self._fetching.discard)
+        else:
+            self.dispatch(message)
+
+    async def _dispatch_fetched(self, message_id: int) -> None:
+        assert self._fetch is not None
+        message = await self._fetch(message_id)
+        if message is not None:
+            self.dispatch(message)
