@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import fake_alimtalk
+import fake_weather
 import grpc
 import pytest
 import requests
@@ -122,7 +123,13 @@ def _wait_ready(stack: Stack, deadline: float) -> None:
         channel.close()
 
 
-def stack_env(tmp: Path, database_url: str, alimtalk_url: str = "") -> dict[str, str]:
+RTC_APP_ID = "0123456789abcdef01234567"
+RTC_APP_KEY = "rtc-app-key-for-tests"
+
+
+def stack_env(
+    tmp: Path, database_url: str, alimtalk_url: str = "", weather_url: str = ""
+) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         DEVICEHUB_DATA_DIR=str(tmp),
@@ -139,6 +146,11 @@ def stack_env(tmp: Path, database_url: str, alimtalk_url: str = "") -> dict[str,
         DEVICEHUB_ALIMTALK_SENDER_KEY=fake_alimtalk.SENDER_KEY,
         DEVICEHUB_ALIMTALK_TEMPLATE_CODE=fake_alimtalk.TEMPLATE_CODE,
         DEVICEHUB_ALIMTALK_TIMEOUT="2",
+        DEVICEHUB_WEATHER_GEOCODING_URL=weather_url or "http://127.0.0.1:9",
+        DEVICEHUB_WEATHER_FORECAST_URL=weather_url or "http://127.0.0.1:9",
+        DEVICEHUB_WEATHER_TIMEOUT="2",
+        DEVICEHUB_RTC_APP_ID=RTC_APP_ID,
+        DEVICEHUB_RTC_APP_KEY=RTC_APP_KEY,
     )
     return env
 
@@ -195,15 +207,24 @@ def alimtalk_provider() -> Iterator[fake_alimtalk.FakeAlimtalk]:
     provider.stop()
 
 
+@pytest.fixture(scope="session")
+def weather_provider() -> Iterator[fake_weather.FakeWeather]:
+    """The fake weather provider (Open-Meteo format) every stack is configured to use."""
+    provider = fake_weather.FakeWeather()
+    provider.start()
+    yield provider
+    provider.stop()
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def stack(request, tmp_path_factory, alimtalk_provider) -> Iterator[Stack]:
+def stack(request, tmp_path_factory, alimtalk_provider, weather_provider) -> Iterator[Stack]:
     backend = request.param
     tmp = tmp_path_factory.mktemp(f"stack-{backend}")
     if backend == "sqlite":
         database_url = f"sqlite:///{tmp / 'devicehub.sqlite3'}"
     else:
         database_url = request.getfixturevalue("pg_cluster").create_database(unique("dh").lower())
-    env = stack_env(tmp, database_url, alimtalk_provider.base_url)
+    env = stack_env(tmp, database_url, alimtalk_provider.base_url, weather_provider.base_url)
     started = start_stack(backend, env, tmp / "serve.log")
     yield started
     started.close()

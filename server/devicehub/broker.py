@@ -41,13 +41,22 @@ class _Resync:
 RESYNC = _Resync()
 
 
+class _Closed:
+    def __repr__(self) -> str:
+        return "CLOSED"
+
+
+# Offered to every subscription when the server shuts down: streams end normally.
+CLOSED = _Closed()
+
+
 @dataclass(eq=False)
 class Subscription:
     account_id: int
     queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
 
     def offer(self, item: Any) -> None:
-        if self.queue.qsize() >= MAX_QUEUED_PER_SUBSCRIPTION:
+        if item is not CLOSED and self.queue.qsize() >= MAX_QUEUED_PER_SUBSCRIPTION:
             # A slow reader: drop what is queued and let it re-read from the database.
             while not self.queue.empty():
                 self.queue.get_nowait()
@@ -76,6 +85,7 @@ class MessageBroker:
         self._fetch = fetch  # async: message id -> message dict (for by-reference notifies)
         self._listener: asyncio.Task[None] | None = None
         self._fetching: set[asyncio.Future[None]] = set()
+        self._closed = False
         self.listening = asyncio.Event()
 
     @property
@@ -84,8 +94,17 @@ class MessageBroker:
 
     def subscribe(self, account_id: int) -> Subscription:
         subscription = Subscription(account_id)
+        if self._closed:
+            subscription.offer(CLOSED)
         self._subscriptions[account_id].add(subscription)
         return subscription
+
+    def close_subscriptions(self) -> None:
+        """Ends every live subscription (and any started later): the server is stopping."""
+        self._closed = True
+        for subscribers in self._subscriptions.values():
+            for subscription in subscribers:
+                subscription.offer(CLOSED)
 
     def unsubscribe(self, subscription: Subscription) -> None:
         subscribers = self._subscriptions.get(subscription.account_id)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from devicehub import binding
-from devicehub.broker import RESYNC, MessageBroker, notify_payload
+from devicehub.broker import CLOSED, RESYNC, MessageBroker, notify_payload
 from devicehub.db import database, is_postgres, run_db
 from devicehub.errors import (
     Conflict,
@@ -278,6 +278,8 @@ async def subscribe(
             except TimeoutError:
                 yield HeartbeatEvent(utcnow())
                 continue
+            if item is CLOSED:
+                return
             if item is RESYNC:
                 replay = True
                 continue

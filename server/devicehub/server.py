@@ -196,6 +196,7 @@ class DevicehubServer:
         """Stops accepting calls, lets in-flight calls finish (up to the grace period),
         then waits for their database work and closes the pool."""
         await self._health.enter_graceful_shutdown()
+        self.broker.close_subscriptions()  # live streams end; unary calls get the grace
         await self._websocket.stop()
         await self._server.stop(self.settings.shutdown_grace)
         if self._sweeper is not None:
