@@ -1,0 +1,343 @@
+"""RtcService (seed 003 section 5): Volcano Engine RTC tokens over REST and gRPC."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import grpc
+import pytest
+
+from devicehub import rtc
+from devicehub.v1 import rtc_pb2, rtc_pb2_grpc
+
+from conftest import (
+    DEVICEHUB,
+    RTC_APP_ID,
+    RTC_APP_KEY,
+    create_batch,
+    create_device,
+    create_type,
+    free_port,
+    metadata,
+    new_device,
+    stop_process,
+)
+
+GENERATE = "/api/device/rtc-token/generate/"
+BY_MAC = "/api/device/rtc-token/get_by_mac/"
+USER_DEVICES = "/api/device/user-devices/"
+DATA_KEYS = {
+    "token",
+    "room_id",
+    "user_id",
+    "app_id",
+    "expire_time",
+    "task_id",
+    "device_code",
+    "device_type",
+}
+
+
+def typed_device(stack, type_name: str) -> dict:
+    admin = stack.admin_token
+    device_type = create_type(stack, admin, name=type_name)
+    batch = create_batch(stack, admin, device_type["id"])
+    return create_device(stack, admin, device_type["id"], batch["id"])
+
+
+def bind(stack, token: str, device: dict, is_primary: bool = True) -> dict:
+    response = stack.request(
+        "POST",
+        f"{USER_DEVICES}bind/",
+        token,
+        json={"mac_address": device["mac_address"], "is_primary": is_primary},
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def bound_user(stack) -> tuple[dict, str, dict]:
+    """A fresh account with one freshly registered device bound as primary."""
+    account, token = stack.new_user()
+    device = new_device(stack)
+    bind(stack, token, device)
+    return account, token, device
+
+
+def token_data(response) -> dict:
+    """The data of a successful response, after checking the documented envelope."""
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"status", "message", "data"}
+    assert (body["status"], body["message"]) == ("success", "Token生成成功")
+    assert set(body["data"]) == DATA_KEYS
+    assert body["data"]["app_id"] == RTC_APP_ID
+    assert body["data"]["task_id"].startswith("task-")
+    return body["data"]
+
+
+def error(response) -> tuple[int, str]:
+    body = response.json()
+    assert set(body) == {"status", "message", "code"}, body
+    assert body["status"] == "error"
+    assert isinstance(body["message"], str) and body["message"]
+    return response.status_code, body["code"]
+
+
+def verified(data: dict, ttl: int = 86_400) -> rtc.AccessToken:
+    """The token's fields, after checking its signature, ids and lifetime."""
+    fields = rtc.verify_token(data["token"], RTC_APP_KEY)
+    assert (fields.app_id, fields.room_id, fields.user_id) == (
+        RTC_APP_ID,
+        data["room_id"],
+        data["user_id"],
+    )
+    assert fields.expire_at - fields.issued_at == ttl == data["expire_time"]
+    assert abs(fields.issued_at - time.time()) < 60
+    assert {0, 4} <= set(fields.privileges)
+    assert set(fields.privileges.values()) == {fields.expire_at}
+    return fields
+
+
+def by_mac(stack, mac: str, **params):
+    return stack.request("GET", BY_MAC, params={"mac_address": mac, **params})
+
+
+@contextmanager
+def extra_server(stack, tmp_path, **env: str) -> Iterator[grpc.Channel]:
+    """A second gRPC-only server on the stack's database, with changed settings."""
+    env = {
+        **stack.env,
+        "DEVICEHUB_GRPC_PORT": str(free_port()),
+        "DEVICEHUB_DATA_DIR": str(tmp_path),
+        **env,
+    }
+    server = subprocess.Popen(
+        [DEVICEHUB, "serve", "--no-gateway"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert "gRPC  listening" in server.stdout.readline()
+        with grpc.insecure_channel(f"127.0.0.1:{env['DEVICEHUB_GRPC_PORT']}") as channel:
+            yield channel
+    finally:
+        assert stop_process(server) == 0
+
+
+# --- generate -----------------------------------------------------------------------
+
+
+def test_generate_documented_example_names_the_primary_device(stack):
+    account, token = stack.new_user()
+    first, second = typed_device(stack, "智能音箱"), typed_device(stack, "儿童手表")
+    bind(stack, token, first)
+    bind(stack, token, second, is_primary=True)
+    data = token_data(stack.request("POST", GENERATE, token, json={"expire_time": 86400}))
+    assert {k: v for k, v in data.items() if k not in ("token", "task_id")} == {
+        "room_id": f"{account['id']:08d}",
+        "user_id": str(account["id"]),
+        "app_id": RTC_APP_ID,
+        "expire_time": 86400,
+        "device_code": second["device_code"],
+        "device_type": "儿童手表",
+    }
+    verified(data)
+
+
+def test_generate_over_grpc(stack):
+    account, token, device = bound_user(stack)
+    stub = rtc_pb2_grpc.RtcServiceStub(stack.channel())
+    response = stub.GenerateRtcToken(
+        rtc_pb2.GenerateRtcTokenRequest(expire_time=3600), metadata=metadata(token)
+    )
+    assert (response.status, response.message) == ("success", "Token生成成功")
+    data = response.data
+    assert (data.room_id, data.user_id, data.app_id, data.device_code) == (
+        f"{account['id']:08d}",
+        str(account["id"]),
+        RTC_APP_ID,
+        device["device_code"],
+    )
+    fields = ("token", "room_id", "user_id", "expire_time")
+    verified({name: getattr(data, name) for name in fields}, ttl=3600)
+
+
+def test_each_token_has_its_own_task_id(stack):
+    _, token, _ = bound_user(stack)
+    tasks = {token_data(stack.request("POST", GENERATE, token, json={}))["task_id"] for _ in "ab"}
+    assert len(tasks) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "ttl"),
+    [
+        ({}, 86_400),
+        ({"expire_time": 0}, 86_400),
+        ({"expire_time": 3600}, 3600),
+        ({"expire_time": 60}, 60),
+        ({"expire_time": 604800}, 604_800),
+    ],
+)
+def test_generate_expire_time(stack, body, ttl):
+    _, token, _ = bound_user(stack)
+    data = token_data(stack.request("POST", GENERATE, token, json=body))
+    assert data["expire_time"] == ttl
+    verified(data, ttl)
+
+
+@pytest.mark.parametrize("expire_time", [59, 604801, -1])
+def test_generate_refuses_expire_time_out_of_range(stack, expire_time):
+    _, token, _ = bound_user(stack)
+    response = stack.request("POST", GENERATE, token, json={"expire_time": expire_time})
+    assert error(response) == (400, "INVALID_ARGUMENT")
+
+
+def test_generate_without_bound_device_is_404(stack, user):
+    _, token = user
+    response = stack.request("POST", GENERATE, token, json={"expire_time": 86400})
+    assert error(response) == (404, "NO_BOUND_DEVICE")
+
+
+def test_generate_after_unbinding_the_only_device_is_404(stack):
+    _, token, _ = bound_user(stack)
+    (row,) = stack.request("GET", USER_DEVICES, token).json()
+    assert stack.request("DELETE", f"{USER_DEVICES}{row['id']}/", token).status_code == 204
+    response = stack.request("POST", GENERATE, token, json={})
+    assert error(response) == (404, "NO_BOUND_DEVICE")
+
+
+def test_generate_needs_a_token(stack):
+    response = stack.request("POST", GENERATE, json={"expire_time": 86400})
+    assert error(response) == (401, "UNAUTHENTICATED")
+    stub = rtc_pb2_grpc.RtcServiceStub(stack.channel())
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.GenerateRtcToken(rtc_pb2.GenerateRtcTokenRequest())
+    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+# --- get_by_mac ---------------------------------------------------------------------
+
+
+def test_get_by_mac_documented_example_needs_no_user_token(stack):
+    account, _, device = bound_user(stack)
+    response = by_mac(stack, device["mac_address"], expire_time=86400)
+    assert "Authorization" not in response.request.headers
+    data = token_data(response)
+    assert {k: v for k, v in data.items() if k not in ("token", "task_id")} == {
+        "room_id": f"{account['id']:08d}",
+        "user_id": f"device-{device['id']}",
+        "app_id": RTC_APP_ID,
+        "expire_time": 86400,
+        "device_code": device["device_code"],
+        "device_type": "智能音箱",
+    }
+    verified(data)
+
+
+def test_get_by_mac_accepts_lower_case_and_dashes(stack):
+    account, _, device = bound_user(stack)
+    for mac in (device["mac_address"].lower(), device["mac_address"].replace(":", "-")):
+        data = token_data(by_mac(stack, mac))
+        assert (data["room_id"], data["user_id"]) == (
+            f"{account['id']:08d}",
+            f"device-{device['id']}",
+        )
+
+
+def test_device_and_owner_share_one_room(stack):
+    _, token, device = bound_user(stack)
+    user_token = token_data(stack.request("POST", GENERATE, token, json={}))
+    device_token = token_data(by_mac(stack, device["mac_address"]))
+    assert user_token["room_id"] == device_token["room_id"]
+    assert user_token["user_id"] != device_token["user_id"]
+
+
+def test_get_by_mac_expire_time(stack):
+    _, _, device = bound_user(stack)
+    verified(token_data(by_mac(stack, device["mac_address"], expire_time=3600)), 3600)
+    for bad in (59, 604801):
+        assert error(by_mac(stack, device["mac_address"], expire_time=bad)) == (
+            400,
+            "INVALID_ARGUMENT",
+        )
+
+
+def test_get_by_mac_over_grpc_without_metadata(stack):
+    account, _, device = bound_user(stack)
+    stub = rtc_pb2_grpc.RtcServiceStub(stack.channel())
+    response = stub.GetRtcTokenByMac(
+        rtc_pb2.GetRtcTokenByMacRequest(mac_address=device["mac_address"])
+    )
+    assert (response.data.room_id, response.data.user_id, response.data.expire_time) == (
+        f"{account['id']:08d}",
+        f"device-{device['id']}",
+        86400,
+    )
+    rtc.verify_token(response.data.token, RTC_APP_KEY)
+
+
+def test_get_by_mac_unknown_mac_is_404(stack):
+    assert error(by_mac(stack, "02:00:5E:10:00:01")) == (404, "DEVICE_NOT_FOUND")
+
+
+def test_get_by_mac_registered_but_unbound_device_is_404(stack):
+    device = new_device(stack)
+    assert error(by_mac(stack, device["mac_address"])) == (404, "DEVICE_NOT_FOUND")
+
+
+def test_get_by_mac_after_unbinding_is_404(stack):
+    _, token, device = bound_user(stack)
+    token_data(by_mac(stack, device["mac_address"]))
+    (row,) = stack.request("GET", USER_DEVICES, token).json()
+    assert stack.request("DELETE", f"{USER_DEVICES}{row['id']}/", token).status_code == 204
+    assert error(by_mac(stack, device["mac_address"])) == (404, "DEVICE_NOT_FOUND")
+
+
+@pytest.mark.parametrize("mac", ["", "not-a-mac", "00:11:22:33:44", "00:11:22:33:44:GG"])
+def test_get_by_mac_malformed_mac_is_400(stack, mac):
+    assert error(by_mac(stack, mac)) == (400, "INVALID_ARGUMENT")
+
+
+def test_get_by_mac_missing_parameter_is_400(stack):
+    assert error(stack.request("GET", BY_MAC)) == (400, "INVALID_ARGUMENT")
+
+
+# --- extra servers: rate limit, not configured --------------------------------------
+
+
+def test_get_by_mac_is_rate_limited_per_mac(stack, tmp_path):
+    _, _, limited = bound_user(stack)
+    _, _, other = bound_user(stack)
+    with extra_server(stack, tmp_path, DEVICEHUB_RTC_MAC_REQUESTS_PER_MINUTE="2") as channel:
+        stub = rtc_pb2_grpc.RtcServiceStub(channel)
+
+        def call(mac: str) -> rtc_pb2.RtcTokenResponse:
+            return stub.GetRtcTokenByMac(rtc_pb2.GetRtcTokenByMacRequest(mac_address=mac))
+
+        call(limited["mac_address"])
+        call(limited["mac_address"].lower())  # the same MAC, however it is spelled
+        with pytest.raises(grpc.RpcError) as raised:
+            call(limited["mac_address"])
+        assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert call(other["mac_address"]).data.user_id == f"device-{other['id']}"
+
+
+def test_not_configured_is_unavailable(stack, tmp_path):
+    _, token, device = bound_user(stack)
+    with extra_server(stack, tmp_path, DEVICEHUB_RTC_APP_ID="") as channel:
+        stub = rtc_pb2_grpc.RtcServiceStub(channel)
+        calls = [
+            lambda: stub.GenerateRtcToken(
+                rtc_pb2.GenerateRtcTokenRequest(), metadata=metadata(token)
+            ),
+            lambda: stub.GetRtcTokenByMac(
+                rtc_pb2.GetRtcTokenByMacRequest(mac_address=device["mac_address"])
+            ),
+        ]
+        for call in calls:
+            with pytest.raises(grpc.RpcError) as raised:
+                call()
+            assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert raised.value.details() == "RTC is not configured"
