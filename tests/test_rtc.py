@@ -112,6 +112,7 @@ def extra_server(stack, tmp_path, **env: str) -> Iterator[grpc.Channel]:
     env = {
         **stack.env,
         "DEVICEHUB_GRPC_PORT": str(free_port()),
+        "DEVICEHUB_WS_PORT": str(free_port()),
         "DEVICEHUB_DATA_DIR": str(tmp_path),
         **env,
     }

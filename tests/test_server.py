@@ -75,6 +75,7 @@ def test_shutdown_finishes_in_flight_work_and_writes_all_or_nothing(stack, admin
     env = {
         **stack.env,
         "DEVICEHUB_GRPC_PORT": str(free_port()),
+        "DEVICEHUB_WS_PORT": str(free_port()),
         "DEVICEHUB_DATA_DIR": str(tmp_path),
     }
     server = subprocess.Popen(
@@ -129,6 +130,7 @@ def test_serve_stops_cleanly_on_signals(stack, tmp_path, signal_name):
     }
     env["DEVICEHUB_HTTP_PORT"] = str(free_port())
     env["DEVICEHUB_ENVOY_ADMIN_PORT"] = str(free_port())
+    env["DEVICEHUB_WS_PORT"] = str(free_port())
     process = subprocess.Popen([DEVICEHUB, "serve"], env=env, stdout=subprocess.PIPE, text=True)
     lines = [process.stdout.readline() for _ in range(3)]
     assert lines[0].startswith("gRPC  listening on 127.0.0.1:")

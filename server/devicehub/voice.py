@@ -102,15 +102,14 @@ class RtcIssuer:
         """A token for a bound, active device, in its account's room."""
         mac = validation.mac_address("mac_address", mac_address)
         limiter.check(mac)
-        device = (
-            Device.select(Device, DeviceType, Binding)
+        binding = (
+            Binding.select(Binding, Device, DeviceType)
+            .join(Device)
             .join(DeviceType)
-            .switch(Device)
-            .join(Binding)
             .where((Device.mac_address == mac) & (Device.is_active == True))  # noqa: E712
             .first()
         )
-        if device is None:
+        if binding is None:
             raise NotFound("Device not found", reasons.ERROR_REASON_DEVICE_NOT_FOUND)
-        account_id = device.binding.get().account_id
-        return self._grant(account_id, f"device-{device.id}", device, ttl)
+        device = binding.device
+        return self._grant(binding.account_id, f"device-{device.id}", device, ttl)
