@@ -274,7 +274,9 @@ class SseStream:
         return received
 
     def close(self) -> None:
-        self.response.close()
+        # Closing blocks until the reader thread's pending read returns (the next
+        # heartbeat); let it finish in the background.
+        threading.Thread(target=self.response.close, daemon=True).start()
 
 
 def ws_url(stack: Stack, user_id, token: str, after_id: int | None = None) -> str:
@@ -428,6 +430,18 @@ def test_empty_user_id_sends_to_the_caller(stack):
     assert len(stored(stack, account["id"])) == 1
 
 
+def test_token_scheme_authorization_is_accepted(stack):
+    account, token = bound_user(stack)
+    response = stack.request(
+        "POST",
+        MESSAGES,
+        headers={"Authorization": f"Token {token}"},
+        json={**DANCE, "user_id": str(account["id"])},
+    )
+    assert response.status_code == 200, response.text
+    assert [t for _, t, _, _, _ in stored(stack, account["id"])] == ["dance"]
+
+
 # --- 2. errors: nothing stored ------------------------------------------------------
 
 
@@ -533,6 +547,30 @@ def test_sending_without_token_is_401(stack):
     assert stored(stack, account["id"]) == []
 
 
+def test_bad_user_id_and_oversized_field_are_400(stack):
+    account, token = bound_user(stack)
+    for body, user_id in (
+        (TEXT, "abc"),
+        ({"type": "text", "message": {"content": "x" * 2001}}, account["id"]),
+    ):
+        response = send(stack, token, body, user_id)
+        assert error_body(response) == (400, "error", "INVALID_ARGUMENT"), response.text
+    assert stored(stack, account["id"]) == []
+
+
+def test_admin_sending_to_a_missing_account_is_404(stack):
+    response = send(stack, stack.admin_token, TEXT, 99_999_999)
+    assert error_body(response) == (404, "error", "ACCOUNT_NOT_FOUND"), response.text
+
+
+def test_ack_without_ids_is_400_and_without_token_401(stack):
+    _, token = bound_user(stack)
+    response = stack.request("POST", ACK, token, json={"ids": []})
+    assert error_body(response) == (400, "error", "INVALID_ARGUMENT"), response.text
+    response = stack.request("POST", ACK, json={"ids": [1]})
+    assert response.status_code == 401, response.text
+
+
 # --- 3. gRPC subscription: backlog then live, each once ----------------------------
 
 
@@ -544,7 +582,7 @@ def test_subscription_replays_backlog_in_order_then_streams_live(stack):
         assert [m.id for m in replayed] == backlog
         assert [m.message.content for m in replayed] == [f"backlog {i}" for i in range(3)]
         assert {(m.type, m.user_id) for m in replayed} == {("text", str(account["id"]))}
-        assert all(m.expires_at.seconds > m.created_at.seconds for m in replayed)
+        assert all(m.expires_at.seconds - m.created_at.seconds == 3600 for m in replayed)
         live = send_text(stack, token, account["id"], "live")
         (message,) = subscription.messages(1)
         assert (message.id, message.message.content) == (live, "live")
@@ -564,6 +602,44 @@ def test_two_concurrent_subscriptions_each_get_every_message_once(stack):
         live = [send_text(stack, token, account["id"], f"live{i}") for i in range(3)]
         assert first.messages_until(live[-1]) == live
         assert second.messages_until(live[-1]) == live
+
+
+def test_subscription_through_envoy_streams_backlog_and_live(stack):
+    account, token = bound_user(stack)
+    first = send_text(stack, token, account["id"], "first")
+    with subscribed(stack.channel(via_envoy=True), token) as subscription:
+        assert [m.id for m in subscription.messages(1)] == [first]
+        live = send_text(stack, token, account["id"], "live")
+        assert [m.id for m in subscription.messages(1)] == [live]
+
+
+def test_only_admins_subscribe_to_another_account(stack):
+    account, token = bound_user(stack)
+    _, stranger = bound_user(stack)
+    message_id = send_text(stack, token, account["id"], "for admin eyes")
+    call = stub_for(stack.channel()).SubscribeMessages(
+        messaging_pb2.SubscribeMessagesRequest(user_id=account["id"]), metadata=metadata(stranger)
+    )
+    with pytest.raises(grpc.RpcError) as error:
+        next(iter(call))
+    assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    admin_call = stub_for(stack.channel()).SubscribeMessages(
+        messaging_pb2.SubscribeMessagesRequest(user_id=account["id"]),
+        metadata=metadata(stack.admin_token),
+    )
+    try:
+        event = next(iter(admin_call))
+        assert (event.message.id, event.message.user_id) == (message_id, str(account["id"]))
+    finally:
+        admin_call.cancel()
+
+
+def test_rest_stream_without_token_is_401(stack):
+    response = requests.get(stack.url(STREAM), stream=True, timeout=WAIT)
+    try:
+        assert response.status_code == 401
+    finally:
+        response.close()
 
 
 # --- 4. reconnect with after_id; acknowledgement ------------------------------------
