@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from devicehub import binding
-from devicehub.broker import CLOSED, RESYNC, MessageBroker, notify_payload
+from devicehub.broker import CHANNEL, CLOSED, RESYNC, MessageBroker, notify_payload
 from devicehub.db import database, is_postgres, run_db
 from devicehub.errors import (
     Conflict,
@@ -150,9 +150,8 @@ def _store(
         )
         message = as_dict(row)
         if is_postgres():
-            database.execute_sql(
-                "SELECT pg_notify(%s, %s)", ("devicehub_message", notify_payload(message))
-            )
+            # Delivered to every LISTENing server process when this transaction commits.
+            database.execute_sql("SELECT pg_notify(%s, %s)", (CHANNEL, notify_payload(message)))
         return message
 
 
