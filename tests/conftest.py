@@ -112,7 +112,7 @@ def _wait_ready(stack: Stack, deadline: float) -> None:
                 status = health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
                 serving = status == health_pb2.HealthCheckResponse.SERVING
                 # Envoy answers an unknown path with 404 once it listens.
-                ping = stack.url("/api/v1/ping")
+                ping = stack.url("/api/v1/no-such-route")
                 if serving and requests.get(ping, timeout=1).status_code == 404:
                     return
             except (grpc.RpcError, requests.ConnectionError):

@@ -180,3 +180,13 @@ def test_shutdown_ends_live_streams_cleanly(stack, admin, tmp_path):
     # Ended by the server with an OK status; a stream cut off at the end of the grace
     # period would end CANCELLED or UNAVAILABLE instead.
     assert ended["status"] == "ok"
+
+
+def test_ping_needs_no_token_over_grpc_and_rest(stack):
+    from devicehub.v1 import system_pb2, system_pb2_grpc
+
+    stub = system_pb2_grpc.SystemServiceStub(stack.channel())
+    assert stub.Ping(system_pb2.PingRequest()).status == "ok"
+    response = stack.request("GET", "/api/v1/ping")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}

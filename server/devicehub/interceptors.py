@@ -41,6 +41,7 @@ PUBLIC_METHODS = frozenset(
         # Devices have no user token; the method answers only for bound, active devices
         # and is rate-limited per MAC address (voice.py).
         "/devicehub.v1.RtcService/GetRtcTokenByMac",
+        "/devicehub.v1.SystemService/Ping",
     }
 )
 PUBLIC_SERVICE_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")

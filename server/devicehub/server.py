@@ -28,6 +28,7 @@ from devicehub.services.messaging import MessagingServicer
 from devicehub.services.movement import MovementServicer
 from devicehub.services.notification import NotificationServicer
 from devicehub.services.rtc import RtcServicer
+from devicehub.services.system import SystemServicer
 from devicehub.v1 import (
     account_pb2,
     account_pb2_grpc,
@@ -51,6 +52,8 @@ from devicehub.v1 import (
     notification_pb2_grpc,
     rtc_pb2,
     rtc_pb2_grpc,
+    system_pb2,
+    system_pb2_grpc,
 )
 from devicehub.voice import MacRateLimiter, RtcIssuer
 from devicehub.weather import WeatherClient, WeatherConfig
@@ -72,6 +75,7 @@ SERVICE_NAMES = tuple(
         (notification_pb2, "NotificationService"),
         (messaging_pb2, "MessagingService"),
         (rtc_pb2, "RtcService"),
+        (system_pb2, "SystemService"),
     )
 )
 
@@ -172,6 +176,7 @@ class DevicehubServer:
             ),
             self._server,
         )
+        system_pb2_grpc.add_SystemServiceServicer_to_server(SystemServicer(), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME),
