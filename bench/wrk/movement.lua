@@ -1,0 +1,32 @@
+-- Movement ingestion: 1000-sample uploads, each thread for its own device, new timestamps
+-- every request. Devices come from $BENCH_DEVICES ("token child_id device_id" per line).
+local devices = {}
+local thread_count = 0
+
+function setup(thread)
+  thread:set("slot", thread_count)
+  thread_count = thread_count + 1
+end
+
+function init(args)
+  for line in io.lines(os.getenv("BENCH_DEVICES")) do
+    devices[#devices + 1] = line
+  end
+  local token, child, device = devices[slot + 1]:match("(%S+) (%S+) (%S+)")
+  auth = "Bearer " .. token
+  prefix = '{"real_user_id":' .. child .. ',"device_id":' .. device .. ',"movement_data":['
+  sequence = 0
+  size = tonumber(os.getenv("BENCH_BATCH") or "1000")
+end
+
+function request()
+  local base = 1900000000 + sequence * size
+  sequence = sequence + 1
+  local parts = {}
+  for i = 0, size - 1 do
+    parts[#parts + 1] = '{"val":' .. (i % 100) .. ',"timestamp":' .. (base + i) .. '}'
+  end
+  local body = prefix .. table.concat(parts, ",") .. "]}"
+  return wrk.format("POST", "/api/v1/lux/device/movement",
+                    { ["Authorization"] = auth, ["Content-Type"] = "application/json" }, body)
+end
