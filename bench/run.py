@@ -226,10 +226,11 @@ def main() -> int:
         ratio = figures["per_second"] / results[base]["per_second"] if base else None
         if base:
             report["ratios"][name] = {"baseline": base, "ratio": ratio, "target": target}
+        ratio_text = "" if ratio is None else f"{ratio:.2f}"
+        target_text = "" if target is None else f"{target:.2f}"
         print(
             f"{name:<20}{figures['per_second']:>14,.0f}{figures['p50_ms']:>10.1f}"
-            f"{figures['p99_ms']:>10.1f}{base or '':>20}"
-            f"{'' if ratio is None else f'{ratio:.2f}':>8}{'' if target is None else f'{target:.2f}':>8}"
+            f"{figures['p99_ms']:>10.1f}{base or '':>20}{ratio_text:>8}{target_text:>8}"
         )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2))

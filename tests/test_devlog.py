@@ -782,13 +782,13 @@ def test_a_write_the_database_refuses_is_the_documented_409(
     date = devlog._treatment_date(entry.treatment_date)
     if pending_temp:
         with in_process_db.atomic():
-            devlog._store(entry, date, first=True)
+            devlog._store_all([entry], [date])
     before = query_database(
         stack, "SELECT COUNT(*), MAX(treatment_time) FROM devlog WHERE child_id = ?", (child,)
     )
     broken = dataclasses.replace(entry, treatment_time=-5)  # bypasses _validate
     with pytest.raises(Conflict) as error, in_process_db.atomic():
-        devlog._store(broken, date, first=True)
+        devlog._store_all([broken], [date])
     assert error.value.message == message
     assert error.value.http_status == 409
     after = query_database(

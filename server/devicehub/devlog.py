@@ -23,6 +23,7 @@ concurrent temporary uploads update one record instead of racing to create two.
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
 from dataclasses import dataclass
 
 import peewee
@@ -127,72 +128,134 @@ def upload_devlogs(caller: Caller, entries: list[DevlogEntry]) -> str:
             if devices[key].unique_id != entry.unique_id.strip():
                 raise NotFound(binding.NOT_FOUND_DEVICE, reasons.ERROR_REASON_DEVICE_NOT_FOUND)
         _lock_children(child_ids)
-        for index, (entry, date) in enumerate(zip(entries, dates, strict=True)):
-            _store(entry, date, first=index == 0)
-        for device_id in {device_id for device_id, _ in devices}:
-            highest = (
-                Devlog.select(peewee.fn.MAX(Devlog.log_file_id))
-                .where(Devlog.device == device_id)
-                .scalar()
-            )
-            if highest is not None:
-                Device.update(last_log_file_id=highest).where(
-                    (Device.id == device_id) & (Device.last_log_file_id < highest)
-                ).execute()
+        _store_all(entries, dates)
     return TEMP_SAVED if all(entry.finish_flag is None for entry in entries) else SAVED
 
 
-def _create(**fields: object) -> None:
+@dataclass
+class _Stored:
+    """A devlog row this request knows of: in the database (``id``) or about to be."""
+
+    id: int | None
+    is_temp: bool
+    child_id: int
+    log_file_id: int | None
+
+
+def _store_all(entries: list[DevlogEntry], dates: list[dt.datetime]) -> None:
+    """Applies the rules to every entry, in order, with a fixed number of queries.
+
+    The decisions need two facts per entry: the child's pending temporary record and
+    whether ``(device_id, log_file_id)`` is stored. Both are read once for the whole
+    request and kept current in memory while the entries are decided; new completed
+    records are then written with one multi-row INSERT.
+    """
+    child_ids = {entry.real_user_id for entry in entries}
+    temps: dict[int, _Stored] = {}
+    by_file: dict[tuple[int, int], _Stored] = {}
+    is_temp = Devlog.is_temp == True  # noqa: E712 (a SQL expression, not a truth test)
+    pending_temps = Devlog.select(Devlog.id, Devlog.child, Devlog.device, Devlog.log_file_id).where(
+        Devlog.child.in_(child_ids) & is_temp
+    )
+    for row in pending_temps:
+        temps[row.child_id] = _Stored(row.id, True, row.child_id, row.log_file_id)
+        if row.log_file_id is not None:
+            by_file[(row.device_id, row.log_file_id)] = temps[row.child_id]
+    files: dict[int, set[int]] = defaultdict(set)
+    for entry in entries:
+        if entry.log_file_id is not None:
+            files[entry.device_id].add(entry.log_file_id)
+    for device_id, file_ids in files.items():
+        stored = Devlog.select(Devlog.id, Devlog.child, Devlog.log_file_id, Devlog.is_temp).where(
+            (Devlog.device == device_id) & Devlog.log_file_id.in_(file_ids)
+        )
+        for row in stored:
+            file_id = row.log_file_id
+            if file_id is not None:  # always, given the IN; narrows the type
+                by_file.setdefault(
+                    (device_id, file_id), _Stored(row.id, row.is_temp, row.child_id, file_id)
+                )
+
+    now = utcnow()
+    inserts: list[dict[str, object]] = []
+    completed: dict[int, int] = {}  # device id -> highest completed log_file_id
+    for index, (entry, date) in enumerate(zip(entries, dates, strict=True)):
+        key = (entry.device_id, entry.log_file_id) if entry.log_file_id is not None else None
+        same_file = by_file.get(key) if key else None
+        if same_file is not None and not same_file.is_temp:
+            continue  # this log is stored and complete: a retried upload
+        fields: dict[str, object] = {
+            "device": entry.device_id,
+            "log_file_id": entry.log_file_id,
+            "finish_flag": entry.finish_flag,
+            "last_intensity": entry.last_intensity,
+            "treatment_time": entry.treatment_time,
+            "movement": entry.movement,
+            "log_data": entry.log_data,
+            "updated_at": now,
+        }
+        temp = temps.get(entry.real_user_id)
+        if entry.finish_flag is None:
+            fields["treatment_date"] = date - TEMP_DELAY
+            if temp is None:
+                temp = _Stored(
+                    _create(child=entry.real_user_id, is_temp=True, created_at=now, **fields),
+                    True,
+                    entry.real_user_id,
+                    None,
+                )
+                temps[entry.real_user_id] = temp
+            else:
+                _update(temp.id, **fields)
+            temp.log_file_id = entry.log_file_id
+            if key:
+                by_file[key] = temp
+            continue
+        fields["treatment_date"] = date
+        # The session this log completes: the temp record carrying its file id, else (for
+        # the first entry of a request) the child's pending temp record.
+        completes = same_file if same_file is not None else (temp if index == 0 else None)
+        if completes is not None:
+            _update(completes.id, is_temp=False, **fields)
+            completes.is_temp = False
+            temps.pop(completes.child_id, None)
+        else:
+            inserts.append(
+                {"child": entry.real_user_id, "is_temp": False, "created_at": now, **fields}
+            )
+        if key:
+            by_file[key] = _Stored(None, False, entry.real_user_id, entry.log_file_id)
+            completed[entry.device_id] = max(completed.get(entry.device_id, -1), key[1])
+    for start in range(0, len(inserts), 500):
+        _insert(inserts[start : start + 500])
+    for device_id, highest in completed.items():
+        Device.update(last_log_file_id=highest).where(
+            (Device.id == device_id) & (Device.last_log_file_id < highest)
+        ).execute()
+
+
+def _create(**fields: object) -> int:
     try:
-        Devlog.create(**fields)
+        return Devlog.insert(**fields).execute()
     except peewee.IntegrityError as error:  # documented as 409; the request rolls back
         raise Conflict(
             "Create Device Log Failed", reasons.ERROR_REASON_DEVLOG_WRITE_FAILED
         ) from error
 
 
-def _update(devlog_id: int, **fields: object) -> None:
+def _insert(rows: list[dict[str, object]]) -> None:
+    try:
+        Devlog.insert_many(rows).execute()
+    except peewee.IntegrityError as error:
+        raise Conflict(
+            "Create Device Log Failed", reasons.ERROR_REASON_DEVLOG_WRITE_FAILED
+        ) from error
+
+
+def _update(devlog_id: int | None, **fields: object) -> None:
     try:
         Devlog.update(**fields).where(Devlog.id == devlog_id).execute()
     except peewee.IntegrityError as error:
         raise Conflict(
             "Update Device Log Failed", reasons.ERROR_REASON_DEVLOG_WRITE_FAILED
         ) from error
-
-
-def _store(entry: DevlogEntry, date: dt.datetime, *, first: bool) -> None:
-    fields = {
-        "device": entry.device_id,
-        "log_file_id": entry.log_file_id,
-        "finish_flag": entry.finish_flag,
-        "last_intensity": entry.last_intensity,
-        "treatment_time": entry.treatment_time,
-        "movement": entry.movement,
-        "log_data": entry.log_data,
-        "updated_at": utcnow(),
-    }
-    same_file = (
-        Devlog.get_or_none(
-            (Devlog.device == entry.device_id) & (Devlog.log_file_id == entry.log_file_id)
-        )
-        if entry.log_file_id is not None
-        else None
-    )
-    if same_file is not None and not same_file.is_temp:
-        return  # this log is stored and complete: a retried upload
-    temp = Devlog.get_or_none((Devlog.child == entry.real_user_id) & (Devlog.is_temp == True))  # noqa: E712
-    if entry.finish_flag is None:
-        fields["treatment_date"] = date - TEMP_DELAY
-        if temp is None:
-            _create(child=entry.real_user_id, is_temp=True, **fields)
-        else:
-            _update(temp.id, **fields)
-        return
-    fields["treatment_date"] = date
-    # The session this log completes: the temp record carrying its file id, else (for
-    # the first entry of a request) the child's pending temp record.
-    completes = same_file if same_file is not None else (temp if first else None)
-    if completes is not None:
-        _update(completes.id, is_temp=False, **fields)
-    else:
-        _create(child=entry.real_user_id, is_temp=False, **fields)
