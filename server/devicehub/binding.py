@@ -13,6 +13,7 @@ on ``binding.device_id``.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import peewee
@@ -169,32 +170,95 @@ def get_child_device(caller: Caller, child_id: int) -> BoundDevice:
 
 
 @dataclass(frozen=True)
-class ChildDevices:
+class HomeDevice:
+    """The device half of a home-screen row."""
+
+    id: int
+    device_type_id: int
+    now_firmware_id: int
+    firmware_version: str
+    unique_id: str
+    device_code: str
+    device_alias: str
+    mac_address: str
+    created_at: dt.datetime
+    last_log_file_id: int
+
+
+@dataclass(frozen=True)
+class HomeRow:
     """One home-screen row: a child and one of its devices (None: no device)."""
 
-    child: Child
-    device: Device | None
+    child_id: int
+    root_user_id: int
+    first_name: str
+    last_name: str
+    birthdate: dt.date
+    gender: str
+    device: HomeDevice | None
 
 
-def list_child_devices(caller: Caller) -> list[ChildDevices]:
-    """Two queries whatever the number of children: the children, then their bindings."""
-    if not Account.select().where(Account.id == caller.account_id).exists():
+# The app's home screen is its most frequent call: one hand-written query (no ORM query
+# building), which also tells a missing account (no row at all) from one without
+# children (one row of NULLs).
+_HOME_SCREEN = """
+SELECT c.id, c.first_name, c.last_name, c.birthdate, c.gender,
+       d.id, d.device_type_id, d.now_firmware_id, d.firmware_version, d.unique_id,
+       d.device_code, d.device_alias, d.mac_address, d.created_at, d.last_log_file_id
+FROM account a
+LEFT JOIN child c ON c.root_user_id = a.id
+LEFT JOIN binding b ON b.child_id = c.id
+LEFT JOIN device d ON d.id = b.device_id
+WHERE a.id = {p}
+ORDER BY c.id, b.id
+"""
+
+
+def _as_datetime(value: dt.datetime | str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _as_date(value: dt.date | str) -> dt.date:
+    return dt.date.fromisoformat(value) if isinstance(value, str) else value
+
+
+def list_child_devices(caller: Caller) -> list[HomeRow]:
+    """One row per (child, bound device) of the caller; a child without a device gets one
+    row with ``device`` None."""
+    cursor = database.execute_sql(_HOME_SCREEN.format(p=database.param), (caller.account_id,))
+    records = cursor.fetchall()
+    if not records:
         raise Unauthenticated("User is None", reasons.ERROR_REASON_ACCOUNT_NOT_FOUND)
-    children = list(Child.select().where(Child.root_user == caller.account_id).order_by(Child.id))
-    devices: dict[int | None, list[Device | None]] = {child.id: [] for child in children}
-    bindings = (
-        Binding.select(Binding, Device)
-        .join(Device)
-        .where(Binding.child.in_(list(devices)))
-        .order_by(Binding.id)
-    )
-    for binding in bindings:
-        devices[binding.child_id].append(binding.device)
-    return [
-        ChildDevices(child, device)
-        for child in children
-        for device in (devices[child.id] or [None])
-    ]
+    rows = []
+    for record in records:
+        if record[0] is None:  # the account has no children
+            continue
+        device = None
+        if record[5] is not None:
+            device = HomeDevice(
+                id=record[5],
+                device_type_id=record[6],
+                now_firmware_id=record[7],
+                firmware_version=record[8],
+                unique_id=record[9],
+                device_code=record[10],
+                device_alias=record[11],
+                mac_address=record[12],
+                created_at=_as_datetime(record[13]),
+                last_log_file_id=record[14],
+            )
+        rows.append(
+            HomeRow(
+                child_id=record[0],
+                root_user_id=caller.account_id,
+                first_name=record[1],
+                last_name=record[2],
+                birthdate=_as_date(record[3]),
+                gender=record[4],
+                device=device,
+            )
+        )
+    return rows
 
 
 def _device_by_identifiers(serial_code: str, mac_id: str, unique_id: str) -> Device:

@@ -7,7 +7,7 @@ import datetime as dt
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from devicehub import models
-from devicehub.binding import BoundDevice, ChildDevices
+from devicehub.binding import BoundDevice, HomeRow
 from devicehub.v1 import account_pb2, binding_pb2, device_batch_pb2, device_pb2, device_type_pb2
 
 
@@ -111,31 +111,30 @@ def lux_device(bound: BoundDevice) -> binding_pb2.LuxDevice:
     )
 
 
-def child_device_row(row: ChildDevices) -> binding_pb2.ChildDeviceRow:
+def child_device_row(row: HomeRow) -> binding_pb2.ChildDeviceRow:
     """A home-screen row; the device fields stay at zero values without a device."""
-    child_row = row.child
     message = binding_pb2.ChildDeviceRow(
-        real_user_id=child_row.id,
-        root_user_id=child_row.root_user_id,
-        first_name=child_row.first_name,
-        last_name=child_row.last_name,
-        birthdate=child_row.birthdate.isoformat(),
-        gender=child_row.gender,
+        real_user_id=row.child_id,
+        root_user_id=row.root_user_id,
+        first_name=row.first_name,
+        last_name=row.last_name,
+        birthdate=row.birthdate.isoformat(),
+        gender=row.gender,
         created_at=nullable_time(None),
     )
-    if row.device is not None:
-        device_row = row.device
-        message.id = device_row.id
-        message.project_id = device_row.device_type_id
-        message.hardware_id = device_row.device_type_id
-        message.now_firmware_id = device_row.now_firmware_id
-        message.firmware_version = device_row.firmware_version
-        message.unique_id = device_row.unique_id
-        message.serial_code = device_row.device_code
-        message.device_alias = device_row.device_alias
-        message.mac_id = device_row.mac_address
-        message.created_at.CopyFrom(nullable_time(device_row.created_at))
-        message.last_log_file_id = device_row.last_log_file_id
+    device = row.device
+    if device is not None:
+        message.id = device.id
+        message.project_id = device.device_type_id
+        message.hardware_id = device.device_type_id
+        message.now_firmware_id = device.now_firmware_id
+        message.firmware_version = device.firmware_version
+        message.unique_id = device.unique_id
+        message.serial_code = device.device_code
+        message.device_alias = device.device_alias
+        message.mac_id = device.mac_address
+        message.created_at.CopyFrom(nullable_time(device.created_at))
+        message.last_log_file_id = device.last_log_file_id
     return message
 
 
