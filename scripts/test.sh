@@ -7,6 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 
+if ! command -v wrk >/dev/null; then
+  echo "==> installing wrk (the benchmark's REST load generator; its smoke run is a test)"
+  (apt-get install -y -q wrk || (apt-get update -q && apt-get install -y -q wrk)) >/dev/null
+fi
+
 echo "==> PostgreSQL server"
 .venv/bin/python -c 'from devicehub.pgcluster import ensure_pg_installed; print(ensure_pg_installed())'
 
