@@ -372,11 +372,9 @@ def bind_user_device(caller: Caller, mac_address: str, nickname: str, is_primary
         device = Device.get_or_none(Device.mac_address == mac)
         if device is None:
             raise NotFound("Device not found", reasons.ERROR_REASON_DEVICE_NOT_FOUND)
-        if binding_of(device.id) is not None:
-            raise Conflict("Device is already bound", reasons.ERROR_REASON_DEVICE_ALREADY_BOUND)
         try:
             binding = _bind(caller.account_id, device, None, nickname, is_primary)
-        except Conflict:
+        except Conflict:  # same condition, in this API's words
             raise Conflict(
                 "Device is already bound", reasons.ERROR_REASON_DEVICE_ALREADY_BOUND
             ) from None

@@ -113,10 +113,6 @@ class MessageBroker:
             if not subscribers:
                 del self._subscriptions[subscription.account_id]
 
-    @property
-    def subscription_count(self) -> int:
-        return sum(len(s) for s in self._subscriptions.values())
-
     def dispatch(self, message: dict[str, Any]) -> None:
         """Offers a committed message to the subscriptions of its account."""
         for subscription in self._subscriptions.get(message["account_id"], ()):

@@ -10,8 +10,10 @@ skipped, so each message reaches a subscription once. Expired messages are never
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
+import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -32,6 +34,8 @@ from devicehub.models import Account, Binding, Message, utcnow
 from devicehub.security import Caller
 from devicehub.v1 import error_pb2 as reasons
 from devicehub.weather import CityNotFound, WeatherClient, WeatherUnavailable
+
+log = logging.getLogger(__name__)
 
 PENDING_STATES = ("queued", "delivered")
 MAX_FIELD_LENGTH = 2000
@@ -212,6 +216,45 @@ def _mark_delivered(ids: list[int]) -> None:
     ).execute()
 
 
+class DeliveryRecorder:
+    """Records that messages were emitted, in one UPDATE per interval for the process.
+
+    Streams only note ids here and go on emitting: no stream waits for the database, and
+    a message fanned out to many streams is marked once, not once per stream.
+    """
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self._interval = interval
+        self._pending: set[int] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def record(self, ids: list[int]) -> None:
+        self._pending.update(ids)
+
+    async def flush(self) -> None:
+        if self._pending:
+            ids, self._pending = sorted(self._pending), set()
+            await run_db(_mark_delivered, ids)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("recording deliveries failed; retrying")
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="delivery-recorder")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+
 def fetch_message(message_id: int) -> dict[str, Any] | None:
     row = Message.get_or_none(Message.id == message_id)
     return as_dict(row) if row is not None else None
@@ -249,7 +292,12 @@ class _RecentIds:
 
 
 async def subscribe(
-    account_id: int, after_id: int, *, broker: MessageBroker, policy: MessagePolicy
+    account_id: int,
+    after_id: int,
+    *,
+    broker: MessageBroker,
+    policy: MessagePolicy,
+    deliveries: DeliveryRecorder,
 ) -> AsyncIterator[dict[str, Any] | HeartbeatEvent]:
     """The account's pending messages after ``after_id``, then live ones and heartbeats.
 
@@ -269,8 +317,7 @@ async def subscribe(
                 for message in backlog:
                     emitted.add(message["id"])
                     yield message
-                if backlog:
-                    await run_db(_mark_delivered, [m["id"] for m in backlog])
+                deliveries.record([m["id"] for m in backlog])
                 continue
             try:
                 item = await asyncio.wait_for(subscription.queue.get(), policy.heartbeat)
@@ -288,7 +335,7 @@ async def subscribe(
                 continue
             emitted.add(item["id"])
             yield item
-            await run_db(_mark_delivered, [item["id"]])
+            deliveries.record([item["id"]])
     finally:
         broker.unsubscribe(subscription)
 

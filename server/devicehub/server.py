@@ -158,8 +158,9 @@ class DevicehubServer:
                 timeout=settings.weather_timeout,
             )
         )
+        self.deliveries = messaging.DeliveryRecorder()
         messaging_pb2_grpc.add_MessagingServiceServicer_to_server(
-            MessagingServicer(self.broker, weather, self.policy), self._server
+            MessagingServicer(self.broker, weather, self.policy, self.deliveries), self._server
         )
         rtc_pb2_grpc.add_RtcServiceServicer_to_server(
             RtcServicer(
@@ -168,7 +169,7 @@ class DevicehubServer:
             ),
             self._server,
         )
-        self._websocket = MessageSocketServer(signer, self.broker, self.policy)
+        self._websocket = MessageSocketServer(signer, self.broker, self.policy, self.deliveries)
         self._sweeper: asyncio.Task[None] | None = None
         notification_pb2_grpc.add_NotificationServiceServicer_to_server(
             NotificationServicer(
@@ -190,6 +191,7 @@ class DevicehubServer:
     async def start(self) -> None:
         db.start_executor(self.settings.db_pool_size)
         await self.broker.start()
+        self.deliveries.start()
         self._sweeper = asyncio.create_task(self._expire_messages(), name="message-expiry")
         await self._server.start()
         await self._websocket.start(self.settings.grpc_host, self.settings.ws_port)
@@ -207,6 +209,7 @@ class DevicehubServer:
         if self._sweeper is not None:
             self._sweeper.cancel()
         await self.broker.stop()
+        await self.deliveries.stop()  # before the database pool closes
         await asyncio.to_thread(db.stop_executor)
         log.info("gRPC server stopped")
 

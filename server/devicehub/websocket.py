@@ -47,9 +47,14 @@ def frame(message: dict[str, Any]) -> str:
 
 class MessageSocketServer:
     def __init__(
-        self, signer: TokenSigner, broker: MessageBroker, policy: messaging.MessagePolicy
+        self,
+        signer: TokenSigner,
+        broker: MessageBroker,
+        policy: messaging.MessagePolicy,
+        deliveries: messaging.DeliveryRecorder,
     ) -> None:
         self._signer = signer
+        self._deliveries = deliveries
         self._broker = broker
         self._policy = policy
         self._server: Server | None = None
@@ -83,7 +88,13 @@ class MessageSocketServer:
         assert connection.request is not None
         account_id, after_id, caller = self._authorize(connection.request)
         reader = asyncio.create_task(self._read_acks(connection, caller))
-        events = messaging.subscribe(account_id, after_id, broker=self._broker, policy=self._policy)
+        events = messaging.subscribe(
+            account_id,
+            after_id,
+            broker=self._broker,
+            policy=self._policy,
+            deliveries=self._deliveries,
+        )
         try:
             async for event in events:
                 if isinstance(event, messaging.HeartbeatEvent):

@@ -53,9 +53,14 @@ def _sent(message: dict[str, Any]) -> pb.SentMessage:
 
 class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
     def __init__(
-        self, broker: MessageBroker, weather: WeatherClient, policy: messaging.MessagePolicy
+        self,
+        broker: MessageBroker,
+        weather: WeatherClient,
+        policy: messaging.MessagePolicy,
+        deliveries: messaging.DeliveryRecorder,
     ) -> None:
         self._broker = broker
+        self._deliveries = deliveries
         self._weather = weather
         self._policy = policy
 
@@ -78,7 +83,11 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
     async def SubscribeMessages(self, request: pb.SubscribeMessagesRequest, context):
         account_id = messaging.subscriber_account(current_caller(), request.user_id)
         events = messaging.subscribe(
-            account_id, request.after_id, broker=self._broker, policy=self._policy
+            account_id,
+            request.after_id,
+            broker=self._broker,
+            policy=self._policy,
+            deliveries=self._deliveries,
         )
         async for event in events:
             if isinstance(event, messaging.HeartbeatEvent):
