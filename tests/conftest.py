@@ -151,6 +151,8 @@ def stack_env(
         DEVICEHUB_WEATHER_TIMEOUT="2",
         DEVICEHUB_RTC_APP_ID=RTC_APP_ID,
         DEVICEHUB_RTC_APP_KEY=RTC_APP_KEY,
+        # Every stack runs worker processes, like a production server on a 2-core machine.
+        DEVICEHUB_WORKERS="2",
     )
     return env
 

@@ -875,14 +875,10 @@ def _fan_out(stack: Stack, subscribe_channel, other_stub) -> None:
 
 
 def test_messages_sent_through_another_process_reach_subscribers(stack, tmp_path):
-    if stack.backend != "postgresql":
-        pytest.skip("multi-process fan-out needs PostgreSQL LISTEN/NOTIFY")
     with extra_server(stack, tmp_path) as server:
         _fan_out(stack, stack.channel(), server.stub)
 
 
 def test_subscribers_of_another_process_receive_messages_sent_here(stack, tmp_path):
-    if stack.backend != "postgresql":
-        pytest.skip("multi-process fan-out needs PostgreSQL LISTEN/NOTIFY")
     with extra_server(stack, tmp_path) as server:
         _fan_out(stack, server.channel, stub_for(stack.channel()))

@@ -1,9 +1,11 @@
 """Live fan-out of committed messages to the subscriptions of this process.
 
-On SQLite (one process) the sender hands the message to ``dispatch`` after its
-transaction commits. On PostgreSQL the sender's transaction runs ``pg_notify`` (delivered
-at commit, never for a rolled-back message) and every server process LISTENs on one
-dedicated connection, dispatching to its own subscribers, the sender's process included.
+On SQLite every server process polls the table for messages stored after the last it
+saw (SQLite commits one writer at a time, so ids commit in order and live messages reach
+every subscriber in id order). On PostgreSQL the sender's transaction runs ``pg_notify``
+(delivered at commit, never for a rolled-back message) and every server process LISTENs
+on one dedicated connection. Either way each process dispatches to its own subscribers,
+the sender's process included.
 
 Nothing is lost when fan-out falls behind or breaks: a subscription whose queue overflows,
 and every subscription when the LISTEN connection drops, receives ``RESYNC`` and re-reads
@@ -31,6 +33,7 @@ CHANNEL = "devicehub_message"
 # by id and read from the database by each listener.
 MAX_NOTIFY_BYTES = 7900
 MAX_QUEUED_PER_SUBSCRIPTION = 1000
+POLL_INTERVAL = 0.05  # seconds between polls of the message table (SQLite workers)
 
 
 class _Resync:
@@ -79,18 +82,20 @@ class MessageBroker:
         self,
         postgres_dsn: str | None = None,
         fetch: Callable[[int], Any] | None = None,
+        poll: Callable[[int], Any] | None = None,
+        newest_id: Callable[[], Any] | None = None,
     ) -> None:
         self._subscriptions: dict[int, set[Subscription]] = defaultdict(set)
+        if (postgres_dsn is None) == (poll is None):
+            raise ValueError("a broker either LISTENs (PostgreSQL) or polls (SQLite)")
         self._postgres_dsn = postgres_dsn
         self._fetch = fetch  # async: message id -> message dict (for by-reference notifies)
+        self._poll = poll  # async: id -> pending messages stored after it, in id order
+        self._newest_id = newest_id  # async: the id polling starts after
         self._listener: asyncio.Task[None] | None = None
         self._fetching: set[asyncio.Future[None]] = set()
         self._closed = False
         self.listening = asyncio.Event()
-
-    @property
-    def uses_notify(self) -> bool:
-        return self._postgres_dsn is not None
 
     def subscribe(self, account_id: int) -> Subscription:
         subscription = Subscription(account_id)
@@ -127,12 +132,29 @@ class MessageBroker:
         if self._postgres_dsn is not None:
             self._listener = asyncio.create_task(self._listen_forever(), name="message-listener")
             await asyncio.wait_for(self.listening.wait(), 30)
+        elif self._poll is not None:  # SQLite
+            last_id = await self._newest_id() if self._newest_id is not None else 0
+            self._listener = asyncio.create_task(self._poll_forever(last_id), name="message-poll")
 
     async def stop(self) -> None:
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
+
+    async def _poll_forever(self, last_id: int) -> None:
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            try:
+                messages = await self._poll(last_id)  # type: ignore[misc]
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("polling for messages failed; retrying")
+                continue
+            for message in messages:
+                self.dispatch(message)
+                last_id = message["id"]
 
     async def _listen_forever(self) -> None:
         delay = 0.5

@@ -55,6 +55,7 @@ async def _run_envoy(settings: Settings) -> asyncio.subprocess.Process:
 
 async def _serve(settings: Settings, with_gateway: bool, with_grpc: bool = True) -> int:
     from devicehub.server import DevicehubServer
+    from devicehub.workers import WorkerPool, reserve_grpc_port
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -62,11 +63,21 @@ async def _serve(settings: Settings, with_gateway: bool, with_grpc: bool = True)
         loop.add_signal_handler(signum, stop.set)
 
     server = None
+    pool = None
     if with_grpc:
         apply_migrations(_open(settings))
-        server = DevicehubServer(settings)
-        await server.start()
-        print(f"gRPC  listening on {settings.grpc_host}:{server.port}", flush=True)
+        if settings.workers > 1:
+            settings = reserve_grpc_port(settings)
+            settings.signing_key()  # created once here, read by every worker
+            pool = WorkerPool(settings)
+            await pool.start()
+            port = settings.grpc_port
+        else:
+            server = DevicehubServer(settings)
+            await server.start()
+            port = server.port
+        workers = f" ({settings.workers} workers)" if pool else ""
+        print(f"gRPC  listening on {settings.grpc_host}:{port}{workers}", flush=True)
     envoy = None
     if with_gateway:
         envoy = await _run_envoy(settings)
@@ -76,12 +87,17 @@ async def _serve(settings: Settings, with_gateway: bool, with_grpc: bool = True)
     waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
     if envoy is not None:
         waiters.append(asyncio.ensure_future(envoy.wait()))
+    if pool is not None:
+        waiters.append(asyncio.ensure_future(pool.wait()))
     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     code = 0
-    if envoy is not None and envoy.returncode is not None and not stop.is_set():
-        log.error("envoy exited with status %s", envoy.returncode)
+    if not stop.is_set():
+        if envoy is not None and envoy.returncode is not None:
+            log.error("envoy exited with status %s", envoy.returncode)
+        else:
+            log.error("a worker process exited; stopping")
         code = 1
-    # Envoy first, so no new REST calls arrive; then drain the gRPC server.
+    # Envoy first, so no new REST calls arrive; then drain the gRPC server(s).
     if envoy is not None and envoy.returncode is None:
         envoy.terminate()
         with contextlib.suppress(TimeoutError):
@@ -90,6 +106,8 @@ async def _serve(settings: Settings, with_gateway: bool, with_grpc: bool = True)
             envoy.kill()
     if server is not None:
         await server.stop()
+    if pool is not None:
+        await pool.stop()
     for waiter in waiters:
         waiter.cancel()
     print("stopped", flush=True)

@@ -64,6 +64,7 @@ class Settings:
     rtc_app_id: str = ""
     rtc_app_key: str = field(default="", repr=False)
     rtc_mac_requests_per_minute: int = 10
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -110,6 +111,7 @@ class Settings:
             rtc_mac_requests_per_minute=_int(
                 env, "DEVICEHUB_RTC_MAC_REQUESTS_PER_MINUTE", defaults.rtc_mac_requests_per_minute
             ),
+            workers=max(1, _int(env, "DEVICEHUB_WORKERS", defaults.workers)),
         )
 
     @property

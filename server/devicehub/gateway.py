@@ -18,6 +18,7 @@ from google.protobuf import descriptor_pb2
 
 from devicehub.codegen import DESCRIPTOR_SET
 from devicehub.config import REPO_ROOT, Settings
+from devicehub.workers import worker_address
 
 TEMPLATE = REPO_ROOT / "envoy.yaml"
 LUA_FILTER = REPO_ROOT / "gateway" / "rest_edge.lua"
@@ -58,10 +59,16 @@ def render_config(settings: Settings) -> str:
         WS_CLUSTER: settings.ws_port,
     }
     for cluster in config["static_resources"]["clusters"]:
-        endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
-        endpoint["endpoint"]["address"]["socket_address"].update(
+        endpoints = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        endpoints[0]["endpoint"]["address"]["socket_address"].update(
             address=settings.grpc_host, port_value=upstreams[cluster["name"]]
         )
+        if cluster["name"] == GRPC_CLUSTER and settings.workers > 1:
+            # One endpoint per worker process: requests are balanced across all of them.
+            endpoints[:] = [
+                {"endpoint": {"address": {"pipe": {"path": "@" + worker_address(settings, i)}}}}
+                for i in range(settings.workers)
+            ]
     filters = _filters(config)
     filters[TRANSCODER]["proto_descriptor"] = str(DESCRIPTOR_SET)
     filters[TRANSCODER]["services"] = transcoded_services()

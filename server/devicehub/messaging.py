@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from peewee import fn
+
 from devicehub import binding
 from devicehub.broker import CHANNEL, CLOSED, RESYNC, MessageBroker, notify_payload
 from devicehub.db import database, is_postgres, run_db
@@ -165,11 +167,10 @@ async def send_message(
     payload: dict[str, str],
     user_id: str,
     *,
-    broker: MessageBroker,
     weather: WeatherClient,
     policy: MessagePolicy,
 ) -> dict[str, Any]:
-    """Validates, (for ``weather``) looks the city up, stores and fans out a message."""
+    """Validates, (for ``weather``) looks the city up and stores a message."""
     payload = validate_payload(message_type, payload)
     account_id = _recipient(caller, user_id)
     if message_type == "weather":
@@ -190,10 +191,8 @@ async def send_message(
             "humidity": report.humidity,
             "wind": report.wind,
         }
-    message = await run_db(_store, caller, account_id, message_type, payload, policy)
-    if not broker.uses_notify:
-        broker.dispatch(message)
-    return message
+    # Subscribers get it from the broker (NOTIFY at commit, or the SQLite poll).
+    return await run_db(_store, caller, account_id, message_type, payload, policy)
 
 
 def _pending_after(account_id: int, after_id: int) -> list[dict[str, Any]]:
@@ -255,6 +254,21 @@ class DeliveryRecorder:
         await self.flush()
 
 
+def messages_after(after_id: int, limit: int = 1000) -> list[dict[str, Any]]:
+    """Pending messages stored after ``after_id``, in id order (for polling brokers)."""
+    rows = (
+        Message.select()
+        .where((Message.id > after_id) & Message.state.in_(PENDING_STATES))
+        .order_by(Message.id)
+        .limit(limit)
+    )
+    return [as_dict(row) for row in rows]
+
+
+def newest_message_id() -> int:
+    return Message.select(fn.MAX(Message.id)).scalar() or 0
+
+
 def fetch_message(message_id: int) -> dict[str, Any] | None:
     row = Message.get_or_none(Message.id == message_id)
     return as_dict(row) if row is not None else None
@@ -314,10 +328,12 @@ async def subscribe(
                 replay = False
                 pending = await run_db(_pending_after, account_id, after_id)
                 backlog = [m for m in pending if m["id"] not in emitted]
+                # Recorded before each yield: a stream closed by the client ends at a yield.
+                # (Delivered-but-unacked messages are replayed, so nothing is lost.)
                 for message in backlog:
                     emitted.add(message["id"])
+                    deliveries.record([message["id"]])
                     yield message
-                deliveries.record([m["id"] for m in backlog])
                 continue
             try:
                 item = await asyncio.wait_for(subscription.queue.get(), policy.heartbeat)
@@ -334,8 +350,8 @@ async def subscribe(
             if dt.datetime.fromisoformat(item["expires_at"]) <= utcnow():
                 continue
             emitted.add(item["id"])
-            yield item
             deliveries.record([item["id"]])
+            yield item
     finally:
         broker.unsubscribe(subscription)
 

@@ -58,6 +58,7 @@ from devicehub.v1 import (
 from devicehub.voice import MacRateLimiter, RtcIssuer
 from devicehub.weather import WeatherClient, WeatherConfig
 from devicehub.websocket import MessageSocketServer
+from devicehub.workers import worker_address
 
 log = logging.getLogger(__name__)
 
@@ -108,17 +109,25 @@ class _MethodAwarePool:
 
 
 class DevicehubServer:
-    """Owns the grpc.aio server and the database thread pool for one process."""
+    """Owns the grpc.aio server and the database thread pool for one process.
 
-    def __init__(self, settings: Settings) -> None:
+    With ``settings.workers > 1`` this process is worker ``worker_index`` of several: it
+    shares the gRPC and WebSocket ports with the others (SO_REUSEPORT) and also listens on
+    its own ``worker_address`` for Envoy. Worker 0 runs the message expiry sweep.
+    """
+
+    def __init__(self, settings: Settings, worker_index: int = 0) -> None:
         self.settings = settings
+        self.worker_index = worker_index
+        shared_ports = settings.workers > 1
         signer = TokenSigner(
             settings.signing_key(), settings.access_token_ttl, settings.refresh_token_ttl
         )
         self._health = health.aio.HealthServicer()
         self._server = grpc.aio.server(
             interceptors=[ErrorInterceptor(), AuthInterceptor(signer)],
-            options=[("grpc.so_reuseport", 0)],
+            # Without workers the port is this process's alone: a second server on it fails.
+            options=[("grpc.so_reuseport", int(shared_ports))],
         )
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(signer), self._server)
         account_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(), self._server)
@@ -150,6 +159,13 @@ class DevicehubServer:
         self.broker = MessageBroker(
             postgres_dsn=settings.database_url if db.is_postgres() else None,
             fetch=lambda message_id: db.run_db(messaging.fetch_message, message_id),
+            # SQLite has no NOTIFY: every process (worker) polls the table instead.
+            poll=(
+                None
+                if db.is_postgres()
+                else (lambda after_id: db.run_db(messaging.messages_after, after_id))
+            ),
+            newest_id=lambda: db.run_db(messaging.newest_message_id),
         )
         weather = WeatherClient(
             WeatherConfig(
@@ -169,7 +185,9 @@ class DevicehubServer:
             ),
             self._server,
         )
-        self._websocket = MessageSocketServer(signer, self.broker, self.policy, self.deliveries)
+        self._websocket = MessageSocketServer(
+            signer, self.broker, self.policy, self.deliveries, reuse_port=shared_ports
+        )
         self._sweeper: asyncio.Task[None] | None = None
         notification_pb2_grpc.add_NotificationServiceServicer_to_server(
             NotificationServicer(
@@ -187,12 +205,17 @@ class DevicehubServer:
         self.port = self._server.add_insecure_port(settings.grpc_address)
         if not self.port:
             raise SystemExit(f"cannot listen on {settings.grpc_address}")
+        if shared_ports:
+            address = f"unix-abstract:{worker_address(settings, worker_index)}"
+            if not self._server.add_insecure_port(address):
+                raise SystemExit(f"cannot listen on {address}")
 
     async def start(self) -> None:
         db.start_executor(self.settings.db_pool_size)
         await self.broker.start()
         self.deliveries.start()
-        self._sweeper = asyncio.create_task(self._expire_messages(), name="message-expiry")
+        if self.worker_index == 0:
+            self._sweeper = asyncio.create_task(self._expire_messages(), name="message-expiry")
         await self._server.start()
         await self._websocket.start(self.settings.grpc_host, self.settings.ws_port)
         for name in ("", *SERVICE_NAMES):

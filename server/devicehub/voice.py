@@ -3,17 +3,18 @@
 Each account has one room (its id, zero-padded to 8 digits). A user's token is for the
 room of their account and their primary bound device; a device asks by MAC address (it
 has no user token) and gets a token only while it is registered, bound and active, at
-most ``requests_per_minute`` times per MAC address per server process.
+most ``requests_per_minute`` times per MAC address per one-minute window, counted in the
+database so every server process shares the limit.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections import defaultdict, deque
 from dataclasses import dataclass
 
 from devicehub import rtc, validation
+from devicehub.db import database
 from devicehub.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from devicehub.models import Binding, Device, DeviceType
 from devicehub.security import Caller
@@ -39,23 +40,36 @@ class RtcGrant:
 
 
 class MacRateLimiter:
-    """A sliding one-minute window of requests per MAC address."""
+    """A one-minute window of requests per MAC address, counted in the database.
+
+    One upsert per request: it opens a new window when the last one is over, else counts
+    the request in it, and returns the count, atomically on SQLite and PostgreSQL.
+    """
+
+    WINDOW_SECONDS = 60.0
+    _COUNT = (
+        "INSERT INTO rtc_mac_window (mac_address, window_started, requests) VALUES (%s, %s, 1)"
+        " ON CONFLICT (mac_address) DO UPDATE SET"
+        " requests = CASE WHEN rtc_mac_window.window_started <= %s THEN 1"
+        " ELSE rtc_mac_window.requests + 1 END,"
+        " window_started = CASE WHEN rtc_mac_window.window_started <= %s"
+        " THEN excluded.window_started ELSE rtc_mac_window.window_started END"
+        " RETURNING requests"
+    )
 
     def __init__(self, requests_per_minute: int) -> None:
         self._limit = requests_per_minute
-        self._recent: dict[str, deque[float]] = defaultdict(deque)
 
     def check(self, mac: str, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        recent = self._recent[mac]
-        while recent and recent[0] <= now - 60:
-            recent.popleft()
-        if len(recent) >= self._limit:
+        now = time.time() if now is None else now
+        expired = now - self.WINDOW_SECONDS
+        sql = self._COUNT.replace("%s", database.param)
+        (requests,) = database.execute_sql(sql, (mac, now, expired, expired)).fetchone()
+        if requests > self._limit:
             raise ResourceExhausted(
                 "Too many token requests for this device; try again in a minute",
                 reasons.ERROR_REASON_RATE_LIMITED,
             )
-        recent.append(now)
 
 
 @dataclass(frozen=True)

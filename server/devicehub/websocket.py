@@ -52,8 +52,10 @@ class MessageSocketServer:
         broker: MessageBroker,
         policy: messaging.MessagePolicy,
         deliveries: messaging.DeliveryRecorder,
+        reuse_port: bool = False,
     ) -> None:
         self._signer = signer
+        self._reuse_port = reuse_port  # several worker processes share the port
         self._deliveries = deliveries
         self._broker = broker
         self._policy = policy
@@ -125,6 +127,7 @@ class MessageSocketServer:
             process_request=self._process_request,
             ping_interval=self._policy.heartbeat,
             ping_timeout=self._policy.heartbeat * 2,
+            reuse_port=self._reuse_port,
         )
         log.info("WebSocket bridge listening on %s:%d", host, port)
 

@@ -70,7 +70,6 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             request.type,
             _payload_dict(request.message),
             request.user_id,
-            broker=self._broker,
             weather=self._weather,
             policy=self._policy,
         )

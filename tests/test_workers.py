@@ -1,0 +1,243 @@
+"""Worker processes: DEVICEHUB_WORKERS servers behind one gRPC address and one Envoy.
+
+The session stacks run two workers (``conftest.stack_env``), so every other test already
+goes through them; these tests check the worker-specific behaviour: Envoy balancing,
+each worker's own socket, messages and rate limits across workers, and the supervisor's
+start-up and shutdown.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+import pytest
+import requests
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from test_messaging import Subscription, bound_user, grpc_text, stub_for
+from test_rtc import bound_user as user_with_device
+
+from devicehub.v1 import rtc_pb2, rtc_pb2_grpc
+
+from conftest import DEVICEHUB, Stack, free_port, stack_env, stop_process
+
+WORKERS = 2
+
+
+def worker_target(grpc_port: int | str, index: int) -> str:
+    return f"unix-abstract:devicehub-{grpc_port}-worker-{index}"
+
+
+@contextmanager
+def worker_channel(stack_or_port: Stack | int, index: int) -> Iterator[grpc.Channel]:
+    port = (
+        stack_or_port.env["DEVICEHUB_GRPC_PORT"]
+        if isinstance(stack_or_port, Stack)
+        else stack_or_port
+    )
+    with grpc.insecure_channel(worker_target(port, index)) as channel:
+        yield channel
+
+
+def worker_pids(parent: int) -> list[int]:
+    """Pids of the worker processes (multiprocessing spawn children) of ``parent``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == parent and b"spawn_main" in cmdline:
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_until(condition, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+@contextmanager
+def serve(tmp_path: Path, database_url: str, **settings: str) -> Iterator[subprocess.Popen]:
+    """A gRPC-only ``devicehub serve`` with its own ports; yields once it listens."""
+    env = {
+        **stack_env(tmp_path, database_url),
+        "DEVICEHUB_WORKERS": str(WORKERS),
+        **{f"DEVICEHUB_{key.upper()}": value for key, value in settings.items()},
+    }
+    process = subprocess.Popen(
+        [DEVICEHUB, "serve", "--no-gateway"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        line = process.stdout.readline()
+        assert f"({WORKERS} workers)" in line, line + process.stdout.read()
+        process.grpc_port = int(env["DEVICEHUB_GRPC_PORT"])  # type: ignore[attr-defined]
+        yield process
+    finally:
+        stop_process(process)
+
+
+def health_status(channel: grpc.Channel) -> int:
+    stub = health_pb2_grpc.HealthStub(channel)
+    return stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+
+
+# --- the session stack ---------------------------------------------------------------
+
+
+def test_every_worker_serves_on_its_own_socket(stack):
+    for index in range(WORKERS):
+        with worker_channel(stack, index) as channel:
+            assert health_status(channel) == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_envoy_balances_rest_calls_over_every_worker(stack):
+    admin = f"http://127.0.0.1:{stack.env['DEVICEHUB_ENVOY_ADMIN_PORT']}/clusters"
+
+    def served_by_worker() -> dict[str, int]:
+        counts = {}
+        for line in requests.get(admin, timeout=5).text.splitlines():
+            name, _, rest = line.partition("::")
+            if name == "devicehub_grpc" and "::rq_total::" in rest:
+                endpoint, _, value = rest.partition("::rq_total::")
+                counts[endpoint] = int(value)
+        return counts
+
+    before = served_by_worker()
+    assert len(before) == WORKERS, before
+    for _ in range(20):
+        assert stack.request("GET", "/api/v1/ping").status_code == 200
+    after = served_by_worker()
+    assert all(after[endpoint] > before[endpoint] for endpoint in after), (before, after)
+
+
+@pytest.mark.parametrize("sender, receiver", [(0, 1), (1, 0)])
+def test_message_sent_through_one_worker_reaches_subscribers_on_another(stack, sender, receiver):
+    account, token = bound_user(stack)
+    with (
+        worker_channel(stack, sender) as send_channel,
+        worker_channel(stack, receiver) as receive_channel,
+        worker_channel(stack, sender) as local_channel,
+    ):
+        remote = Subscription(receive_channel, token)
+        local = Subscription(local_channel, token)
+        try:
+            first = grpc_text(stub_for(send_channel), token, account["id"], "warm-up")
+            remote.messages(1)
+            local.messages(1)
+            sent = [
+                grpc_text(stub_for(send_channel), token, account["id"], f"m{i}").data
+                for i in range(5)
+            ]
+            received_remote = remote.messages(5)
+            received_local = local.messages(5)
+        finally:
+            remote.cancel()
+            local.cancel()
+    assert [m.message.content for m in received_remote] == [s.message.content for s in sent]
+    assert [m.id for m in received_remote] == [m.id for m in received_local]
+    assert all(m.id > 0 for m in received_remote) and first.status == "success"
+
+
+# --- servers of their own ---------------------------------------------------------------
+
+
+def test_get_by_mac_rate_limit_is_shared_by_the_workers(stack, tmp_path):
+    _, _, device = user_with_device(stack)
+    with (
+        serve(tmp_path, stack.database_url, rtc_mac_requests_per_minute="3") as server,
+        worker_channel(server.grpc_port, 0) as first,
+        worker_channel(server.grpc_port, 1) as second,
+    ):
+        request = rtc_pb2.GetRtcTokenByMacRequest(mac_address=device["mac_address"])
+        stubs = [rtc_pb2_grpc.RtcServiceStub(first), rtc_pb2_grpc.RtcServiceStub(second)]
+        for call in range(3):
+            assert stubs[call % 2].GetRtcTokenByMac(request).data.user_id
+        for stub in stubs:
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.GetRtcTokenByMac(request)
+            assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_sigterm_drains_and_stops_every_worker(tmp_path):
+    with serve(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite3'}") as server:
+        workers = worker_pids(server.pid)
+        assert len(workers) == WORKERS
+        for index in range(WORKERS):
+            with worker_channel(server.grpc_port, index) as channel:
+                assert health_status(channel) == health_pb2.HealthCheckResponse.SERVING
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(30) == 0
+        assert "stopped" in server.stdout.read()
+    assert not any(alive(pid) for pid in workers)
+
+
+def test_a_dying_worker_stops_the_service_with_an_error(tmp_path):
+    with serve(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite3'}") as server:
+        first, *others = worker_pids(server.pid)
+        os.kill(first, signal.SIGKILL)
+        assert server.wait(30) == 1
+        assert "a worker process exited" in server.stdout.read()
+    assert wait_until(lambda: not any(alive(pid) for pid in others))
+
+
+def test_grpc_port_taken_by_another_process_is_a_clear_error(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **stack_env(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite3'}"),
+            "DEVICEHUB_WORKERS": str(WORKERS),
+            "DEVICEHUB_GRPC_PORT": str(port),
+        }
+        result = subprocess.run(
+            [DEVICEHUB, "serve", "--no-gateway"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_workers_setting_must_be_a_number(tmp_path):
+    env = {
+        **stack_env(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite3'}"),
+        "DEVICEHUB_WORKERS": "many",
+        "DEVICEHUB_GRPC_PORT": str(free_port()),
+    }
+    result = subprocess.run(
+        [DEVICEHUB, "serve", "--no-gateway"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "DEVICEHUB_WORKERS must be" in result.stderr
