@@ -59,12 +59,13 @@ def _caller(scenario: str, channel: grpc.aio.Channel, params: dict[str, Any], sl
     token, child_id, device_id, unique_id = params["devices"][slot % len(params["devices"])]
     auth = (("authorization", f"Bearer {token}"),)
     sequence = [0]
+    first_id = params.get("first_id", 0)  # distinct per run, so every upload inserts
     if scenario == "devlog":
         stub_d = devlog_pb2_grpc.DevlogServiceStub(channel)
         size = params["batch"]
 
         def devlog():
-            base = 10_000_000 + sequence[0] * size
+            base = 10_000_000 + first_id + sequence[0] * size
             sequence[0] += 1
             entries = [
                 devlog_pb2.DevlogEntry(
@@ -91,7 +92,7 @@ def _caller(scenario: str, channel: grpc.aio.Channel, params: dict[str, Any], sl
         size = params["batch"]
 
         def upload():
-            base = 1_800_000_000 + sequence[0] * size
+            base = 1_800_000_000 + first_id + sequence[0] * size
             sequence[0] += 1
             samples = [
                 movement_pb2.MovementSample(val=i % 100, timestamp=base + i) for i in range(size)

@@ -9,7 +9,13 @@ the data set (bulk SQL), then measures, each for ``--duration`` seconds:
 3. devlog ingestion: 100-record uploads over gRPC, records/s as a ratio to a raw
    set-based INSERT of the same rows into the same table;
 4. movement ingestion: 1000-sample uploads over gRPC and REST (wrk), samples/s as a
-   ratio to raw COPY of the same rows into the same table.
+   ratio to raw COPY of the same rows into the same table;
+5. workers: the stack limit and home screen again with one worker process, for the
+   1 -> N speed-up;
+6. fan-out: 1,000 and 5,000 subscription streams held by one server process, a text
+   message to every subscribed account per round; delivery latency and server memory;
+7. growth: the data set grown to 10x, home screen and ingestion (and their baselines)
+   again; the cost per request as a ratio to the 1x figure.
 
 Prints a table and writes it as JSON. Usage: ``scripts/bench.sh [--scale 1] [--duration 10]``.
 """
@@ -17,13 +23,17 @@ Prints a table and writes it as JSON. Usage: ``scripts/bench.sh [--scale 1] [--d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -32,6 +42,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import fanout
 import grpc_load
 import raw
 import seed
@@ -95,22 +106,14 @@ def wait_ready(grpc_target: str, rest: str, process: subprocess.Popen) -> None:
     raise SystemExit("devicehub did not become ready")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", type=float, default=1.0, help="data set size factor")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
-    parser.add_argument("--processes", type=int, default=2, help="client processes")
-    parser.add_argument("--concurrency", type=int, default=16, help="callers per process")
-    parser.add_argument("--json", type=Path, default=REPO / "var" / "bench" / "latest.json")
-    args = parser.parse_args()
-    sizes = {key: max(1, int(value * args.scale)) for key, value in FULL.items()}
-    sizes["devices"] = max(sizes["devices"], args.processes * args.concurrency + 16)
-    sizes["children"] = max(sizes["children"], sizes["roots"])
-    work = Path(tempfile.mkdtemp(prefix="devicehub-bench-"))
-    results: dict[str, dict] = {}
+class Bench:
+    """The cluster, the seeded data set and the server under test, for one run."""
 
-    with ThrowawayCluster(settings={"shared_buffers": "256MB", "max_connections": "300"}) as pg:
-        env = {
+    def __init__(self, args: argparse.Namespace, pg: ThrowawayCluster, work: Path) -> None:
+        self.args = args
+        self.pg = pg
+        self.work = work
+        self.env = {
             **os.environ,
             "DEVICEHUB_DATABASE_URL": pg.url,
             "DEVICEHUB_DATA_DIR": str(work),
@@ -122,120 +125,345 @@ def main() -> int:
             "DEVICEHUB_WS_PORT": str(free_port()),
             "DEVICEHUB_LOG_LEVEL": "WARNING",
         }
-        subprocess.run([DEVICEHUB, "migrate"], env=env, check=True, capture_output=True)
+        self.grpc_target = f"127.0.0.1:{self.env['DEVICEHUB_GRPC_PORT']}"
+        self.rest = f"http://127.0.0.1:{self.env['DEVICEHUB_HTTP_PORT']}"
+        self.signer = TokenSigner(SECRET, 24 * 3600, 24 * 3600)
+        self.results: dict[str, dict] = {}
+        self.accounts: list[int] = []
+        self.bound: list[tuple[int, int, int, str]] = []
+        self.server: subprocess.Popen | None = None
+        self.load = {
+            "processes": args.processes,
+            "concurrency": args.concurrency,
+            "duration": args.duration,
+        }
+        self.wrk_load = {"duration": args.duration, "threads": 2, "connections": 32}
+
+    def seed(self, sizes: dict[str, int], part: int) -> None:
         started = time.perf_counter()
-        dataset = seed.seed(pg.url, **sizes)
+        dataset = seed.seed(self.pg.url, **sizes, part=part)
+        self.accounts += dataset.accounts
+        self.bound += dataset.bound
         print(f"seeded {sizes} in {time.perf_counter() - started:.0f} s", flush=True)
+        tokens = (self.token(a) for a in self.accounts)
+        (self.work / "tokens.txt").write_text("\n".join(tokens) + "\n")
 
-        signer = TokenSigner(SECRET, 24 * 3600, 24 * 3600)
-        token_of = {a: signer.issue_access(Caller(a, False)) for a in dataset.accounts}
-        tokens_file = work / "tokens.txt"
-        tokens_file.write_text("\n".join(token_of.values()) + "\n")
-        slots = args.processes * args.concurrency
-        service_devices = [(token_of[a], c, d, u) for a, c, d, u in dataset.bound[:slots]]
-        wrk_devices = dataset.bound[slots : slots + 8]
-        raw_devices = [(d, c) for a, c, d, u in dataset.bound[slots + 8 : slots + 16]]
-        devices_file = work / "devices.txt"
-        devices_file.write_text("".join(f"{token_of[a]} {c} {d}\n" for a, c, d, u in wrk_devices))
+    def token(self, account_id: int, admin: bool = False) -> str:
+        return self.signer.issue_access(Caller(account_id, admin))
 
-        grpc_target = f"127.0.0.1:{env['DEVICEHUB_GRPC_PORT']}"
-        rest = f"http://127.0.0.1:{env['DEVICEHUB_HTTP_PORT']}"
-        server = subprocess.Popen([DEVICEHUB, "serve"], env=env, stdout=subprocess.DEVNULL)
+    def start_server(self, workers: int) -> None:
+        self.stop_server()
+        env = {**self.env, "DEVICEHUB_WORKERS": str(workers)}
+        self.server = subprocess.Popen([DEVICEHUB, "serve"], env=env, stdout=subprocess.DEVNULL)
+        wait_ready(self.grpc_target, self.rest, self.server)
+
+    def stop_server(self) -> None:
+        if self.server is not None:
+            self.server.terminate()
+            self.server.wait(60)
+            self.server = None
+
+    @contextlib.contextmanager
+    def profiled(self, name: str) -> Iterator[None]:
+        """With ``--profile DIR``: py-spy samples the server (every worker) meanwhile."""
+        if self.args.profile is None or self.server is None:
+            yield
+            return
+        self.args.profile.mkdir(parents=True, exist_ok=True)
+        output = self.args.profile / f"{name}.txt"
+        command = [
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "--pid",
+            str(self.server.pid),
+            "--subprocesses",
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "--output",
+            str(output),
+        ]
+        spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_ready(grpc_target, rest, server)
-            load = {
-                "processes": args.processes,
-                "concurrency": args.concurrency,
-                "duration": args.duration,
-            }
-            wrk_load = {"duration": args.duration, "threads": 2, "connections": 32}
-
-            def grpc_run(name: str, scenario: str, params: dict) -> None:
-                results[name] = summary(grpc_load.run(grpc_target, scenario, params, **load))
-                print(f"{name}: {results[name]}", flush=True)
-
-            def wrk_run(name: str, url: str, per_request: int = 1, **kwargs) -> None:
-                out = wrk.run(rest + url, **wrk_load, **kwargs)
-                results[name] = {
-                    "per_second": out["rps"] * per_request,
-                    "calls_per_second": out["rps"],
-                    "p50_ms": out["p50_ms"],
-                    "p99_ms": out["p99_ms"],
-                    "errors": out["errors"],
-                }
-                print(f"{name}: {results[name]}", flush=True)
-
-            grpc_run("stack_limit_grpc", "ping", {})
-            wrk_run("stack_limit_rest", "/api/v1/ping")
-            grpc_run("home_grpc", "home", {"tokens": list(token_of.values())})
-            wrk_run(
-                "home_rest",
-                "/api/v1/lux/device/get-all-device",
-                script="home.lua",
-                env={"BENCH_TOKENS": str(tokens_file)},
-            )
-            grpc_run("devlog_grpc", "devlog", {"devices": service_devices, "batch": 100})
-            results["devlog_raw_insert"] = summary(
-                raw.run(
-                    "devlog",
-                    pg.url,
-                    raw_devices,
-                    processes=args.processes,
-                    batch=100,
-                    duration=args.duration,
-                    base=50_000_000,
-                )
-            )
-            grpc_run("movement_grpc", "movement", {"devices": service_devices, "batch": 1000})
-            wrk_run(
-                "movement_rest",
-                "/api/v1/lux/device/movement",
-                per_request=1000,
-                script="movement.lua",
-                env={"BENCH_DEVICES": str(devices_file)},
-            )
-            results["movement_raw_copy"] = summary(
-                raw.run(
-                    "movement",
-                    pg.url,
-                    raw_devices,
-                    processes=args.processes,
-                    batch=1000,
-                    duration=args.duration,
-                    base=2_000_000_000,
-                )
-            )
+            yield
         finally:
-            server.terminate()
-            server.wait(30)
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
+            if output.exists():
+                top = profile_summary(output.read_text())
+                (self.args.profile / f"{name}.top.txt").write_text(top)
 
-    ratios = {
-        "home_grpc": ("stack_limit_grpc", 0.50),
-        "home_rest": ("stack_limit_rest", 0.50),
-        "devlog_grpc": ("devlog_raw_insert", 0.50),
-        "movement_grpc": ("movement_raw_copy", 0.50),
-        "movement_rest": ("movement_raw_copy", 0.35),
-    }
-    report = {"sizes": sizes, "load": load, "results": results, "ratios": {}}
-    print(
-        f"\n{'measurement':<20}{'per second':>14}{'p50 ms':>10}{'p99 ms':>10}"
-        f"{'baseline':>20}{'ratio':>8}{'target':>8}"
-    )
-    for name, figures in results.items():
-        base, target = ratios.get(name, (None, None))
-        ratio = figures["per_second"] / results[base]["per_second"] if base else None
-        if base:
-            report["ratios"][name] = {"baseline": base, "ratio": ratio, "target": target}
-        ratio_text = "" if ratio is None else f"{ratio:.2f}"
-        target_text = "" if target is None else f"{target:.2f}"
-        print(
-            f"{name:<20}{figures['per_second']:>14,.0f}{figures['p50_ms']:>10.1f}"
-            f"{figures['p99_ms']:>10.1f}{base or '':>20}{ratio_text:>8}{target_text:>8}"
+    def grpc_run(self, name: str, scenario: str, params: dict) -> None:
+        with self.profiled(name):
+            result = grpc_load.run(self.grpc_target, scenario, params, **self.load)
+        self.record(name, summary(result))
+
+    def wrk_run(self, name: str, url: str, per_request: int = 1, **kwargs) -> None:
+        with self.profiled(name):
+            out = wrk.run(self.rest + url, **self.wrk_load, **kwargs)
+        self.record(
+            name,
+            {
+                "per_second": out["rps"] * per_request,
+                "calls_per_second": out["rps"],
+                "p50_ms": out["p50_ms"],
+                "p99_ms": out["p99_ms"],
+                "errors": out["errors"],
+            },
         )
+
+    def raw_run(self, name: str, kind: str, batch: int, first_id: int) -> None:
+        slots = self.args.processes * self.args.concurrency
+        devices = [(d, c) for a, c, d, u in self.bound[slots + 8 : slots + 16]]
+        result = raw.run(
+            kind,
+            self.pg.url,
+            devices,
+            processes=self.args.processes,
+            batch=batch,
+            duration=self.args.duration,
+            base=first_id,
+        )
+        self.record(name, summary(result))
+
+    def record(self, name: str, figures: dict) -> None:
+        self.results[name] = figures
+        print(f"{name}: {figures}", flush=True)
+
+    def stack_limit_and_home(self, suffix: str = "") -> None:
+        self.grpc_run(f"stack_limit_grpc{suffix}", "ping", {})
+        self.wrk_run(f"stack_limit_rest{suffix}", "/api/v1/ping")
+        self.home(suffix)
+
+    def home(self, suffix: str) -> None:
+        tokens = (self.work / "tokens.txt").read_text().split()
+        self.grpc_run(f"home_grpc{suffix}", "home", {"tokens": tokens})
+        self.wrk_run(
+            f"home_rest{suffix}",
+            "/api/v1/lux/device/get-all-device",
+            script="home.lua",
+            env={"BENCH_TOKENS": str(self.work / "tokens.txt")},
+        )
+
+    def ingestion(self, suffix: str, first_id: int) -> None:
+        """Devlog and movement uploads, each beside its raw baseline; ``first_id`` keeps
+        the ids and timestamps of a later run clear of an earlier one's."""
+        slots = self.args.processes * self.args.concurrency
+        devices = [(self.token(a), c, d, u) for a, c, d, u in self.bound[:slots]]
+        wrk_devices = self.bound[slots : slots + 8]
+        devices_file = self.work / "devices.txt"
+        devices_file.write_text("".join(f"{self.token(a)} {c} {d}\n" for a, c, d, u in wrk_devices))
+        params = {"devices": devices, "first_id": first_id}
+        self.grpc_run(f"devlog_grpc{suffix}", "devlog", {**params, "batch": 100})
+        self.raw_run(f"devlog_raw_insert{suffix}", "devlog", 100, 50_000_000 + first_id)
+        self.grpc_run(f"movement_grpc{suffix}", "movement", {**params, "batch": 1000})
+        self.wrk_run(
+            f"movement_rest{suffix}",
+            "/api/v1/lux/device/movement",
+            per_request=1000,
+            script="movement.lua",
+            env={"BENCH_DEVICES": str(devices_file), "BENCH_FIRST_ID": str(first_id)},
+        )
+        self.raw_run(f"movement_raw_copy{suffix}", "movement", 1000, 2_500_000_000 + first_id)
+
+    def fan_out(self, streams: int) -> None:
+        assert self.server is not None
+        subscribers = sorted({a for a, _, _, _ in self.bound})
+        with self.profiled(f"fanout_{streams}"):
+            figures = fanout.run(
+                self.grpc_target,
+                self.token(self.accounts[0], admin=True),
+                [(a, self.token(a)) for a in subscribers],
+                streams=streams,
+                streams_per_account=self.args.fanout_streams_per_account,
+                rounds=self.args.fanout_rounds,
+                send_rate=self.args.fanout_rate,
+                processes=self.args.processes,
+                server_pid=self.server.pid,
+            )
+        self.record(f"fanout_{streams}", figures)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="data set size factor")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument("--processes", type=int, default=2, help="client processes")
+    parser.add_argument("--concurrency", type=int, default=16, help="callers per process")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="server worker processes"
+    )
+    parser.add_argument(
+        "--fanout-streams",
+        type=int,
+        nargs="*",
+        default=[1000, 5000],
+        help="stream counts of the fan-out measurements",
+    )
+    parser.add_argument(
+        "--fanout-streams-per-account",
+        type=int,
+        default=10,
+        help="subscription streams per account (a family's devices)",
+    )
+    parser.add_argument("--fanout-rounds", type=int, default=5, help="messages per account")
+    parser.add_argument("--fanout-rate", type=float, default=100.0, help="sends per second")
+    parser.add_argument("--growth", type=int, default=10, help="data set factor of growth")
+    parser.add_argument("--json", type=Path, default=REPO / "var" / "bench" / "latest.json")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="directory for py-spy profiles of the server during each measurement",
+    )
+    args = parser.parse_args()
+    sizes = {key: max(1, int(value * args.scale)) for key, value in FULL.items()}
+    slots = args.processes * args.concurrency
+    sizes["devices"] = max(sizes["devices"], slots + 16)
+    sizes["children"] = max(sizes["children"], sizes["roots"])
+    work = Path(tempfile.mkdtemp(prefix="devicehub-bench-"))
+
+    with ThrowawayCluster(
+        settings={"shared_buffers": "512MB", "max_connections": "300", "max_wal_size": "4GB"}
+    ) as pg:
+        bench = Bench(args, pg, work)
+        subprocess.run([DEVICEHUB, "migrate"], env=bench.env, check=True, capture_output=True)
+        bench.seed(sizes, part=0)
+        try:
+            bench.start_server(args.workers)
+            bench.stack_limit_and_home()
+            bench.ingestion("", first_id=0)
+            if args.workers > 1:
+                bench.start_server(1)
+                bench.stack_limit_and_home("_1_worker")
+            else:
+                bench.start_server(1)
+            for streams in args.fanout_streams:
+                bench.fan_out(streams)
+            if args.growth > 1:
+                bench.stop_server()
+                more = {key: value * (args.growth - 1) for key, value in sizes.items()}
+                bench.seed(more, part=1)
+                bench.start_server(args.workers)
+                bench.home(f"_{args.growth}x")
+                bench.ingestion(f"_{args.growth}x", first_id=100_000_000)
+        finally:
+            bench.stop_server()
+    report = build_report(args, sizes, bench.results)
+    print_table(report)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2))
     print(f"\nwritten to {args.json}")
     return 0
+
+
+# (figure, its baseline, the target ratio): throughput ratios that must reach the target.
+RATIO_TARGETS = (
+    ("home_grpc", "stack_limit_grpc", 0.50),
+    ("home_rest", "stack_limit_rest", 0.50),
+    ("devlog_grpc", "devlog_raw_insert", 0.50),
+    ("movement_grpc", "movement_raw_copy", 0.50),
+    ("movement_rest", "movement_raw_copy", 0.35),
+)
+SPEED_UP = ("stack_limit_grpc", "stack_limit_rest", "home_grpc", "home_rest")
+GROWTH = (
+    "home_grpc",
+    "home_rest",
+    "devlog_grpc",
+    "movement_grpc",
+    "movement_rest",
+    "devlog_raw_insert",
+    "movement_raw_copy",
+)
+GROWTH_TARGET = 1.3
+FANOUT_P99_MS = 250.0
+FANOUT_RSS_MB = 400.0
+
+
+def profile_summary(collapsed: str, top: int = 40) -> str:
+    """The functions with the most samples in a py-spy raw (collapsed stacks) profile:
+    on-CPU self time (the innermost frame) and inclusive time (anywhere on the stack)."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        total += count
+        own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    lines = [f"{total} samples", "", "self %  function"]
+    lines += [f"{100 * n / total:6.1f}  {f}" for f, n in own.most_common(top)]
+    lines += ["", "incl %  function"]
+    lines += [f"{100 * n / total:6.1f}  {f}" for f, n in inclusive.most_common(top)]
+    return "\n".join(lines) + "\n"
+
+
+def build_report(args: argparse.Namespace, sizes: dict[str, int], results: dict) -> dict:
+    """The figures, and each comparison the issue asks for, with its target."""
+    checks: list[dict] = []
+
+    def check(figure: str, measure: str, value: float, target: float | None, met: bool | None):
+        checks.append(
+            {"figure": figure, "measure": measure, "value": value, "target": target, "met": met}
+        )
+
+    for name, base, target in RATIO_TARGETS:
+        if name in results and base in results:
+            ratio = results[name]["per_second"] / results[base]["per_second"]
+            check(name, f"throughput / {base}", ratio, target, ratio >= target)
+    for name in SPEED_UP:
+        one = results.get(f"{name}_1_worker")
+        if name in results and one:
+            speed_up = results[name]["per_second"] / one["per_second"]
+            check(name, f"speed-up {args.workers} workers / 1", speed_up, None, None)
+    grown = f"_{args.growth}x"
+    for name in GROWTH:
+        if name in results and name + grown in results:
+            cost = results[name]["per_second"] / results[name + grown]["per_second"]
+            target = GROWTH_TARGET if not name.endswith(("_raw_insert", "_raw_copy")) else None
+            met = cost <= target if target else None
+            check(name, f"cost per request at {args.growth}x / 1x", cost, target, met)
+    for name, figures in results.items():
+        if name.startswith("fanout_"):
+            p99 = figures["p99_ms"]
+            check(name, "p99 delivery ms", p99, FANOUT_P99_MS, p99 < FANOUT_P99_MS)
+            rss = figures["server_rss_mb"]
+            check(name, "server RSS MB", rss, FANOUT_RSS_MB, rss < FANOUT_RSS_MB)
+            check(name, "deliveries lost", figures["lost"], 0, figures["lost"] == 0)
+    return {
+        "sizes": sizes,
+        "workers": args.workers,
+        "growth": args.growth,
+        "load": {
+            "processes": args.processes,
+            "concurrency": args.concurrency,
+            "duration": args.duration,
+        },
+        "results": results,
+        "checks": checks,
+    }
+
+
+def print_table(report: dict) -> None:
+    """Markdown tables: every measurement, then every comparison with its target."""
+    print("\n| measurement | per second | p50 ms | p99 ms | errors |")
+    print("|---|---:|---:|---:|---:|")
+    for name, figures in report["results"].items():
+        print(
+            f"| {name} | {figures['per_second']:,.0f} | {figures['p50_ms']:.1f}"
+            f" | {figures['p99_ms']:.1f} | {figures['errors']} |"
+        )
+    print("\n| figure | measure | value | target | met |")
+    print("|---|---|---:|---:|---|")
+    for item in report["checks"]:
+        target = "" if item["target"] is None else f"{item['target']:g}"
+        met = {True: "yes", False: "**no**", None: ""}[item["met"]]
+        print(f"| {item['figure']} | {item['measure']} | {item['value']:,.2f} | {target} | {met} |")
 
 
 if __name__ == "__main__":

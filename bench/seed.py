@@ -1,7 +1,10 @@
 """Seeds a realistic data set straight into PostgreSQL (bulk paths, not the API).
 
 Accounts share one precomputed Argon2 hash (hashing 10,000 passwords would dominate the
-run); everything else is written with COPY. Returns what the load generators need.
+run); accounts, children, devices and bindings are written with COPY, stored devlogs and
+movement samples generated inside PostgreSQL (``generate_series``). ``part`` numbers
+successive calls, so a data set can grow (the 10x growth measurement) without name
+clashes. Returns what the load generators need.
 """
 
 from __future__ import annotations
@@ -35,24 +38,39 @@ def _copy(cursor, table: str, columns: tuple[str, ...], rows) -> None:
     cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", buffer)
 
 
-def seed(url: str, roots: int, children: int, devices: int, devlogs: int, movement: int) -> Dataset:
+def seed(
+    url: str,
+    roots: int,
+    children: int,
+    devices: int,
+    devlogs: int,
+    movement: int,
+    part: int = 0,
+) -> Dataset:
     password_hash = hash_password(PASSWORD)
     now = "2026-01-01 00:00:00"
-    rng = random.Random(7)
+    rng = random.Random(7 + part)
+    first_device = part * 10_000_000  # serial numbers and MACs of this part
     with psycopg2.connect(url) as connection, connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO device_type (name, code, description, created_at, updated_at) "
-            "VALUES ('Lux', 'LX01', '', %s, %s) RETURNING id",
-            (now, now),
-        )
-        type_id = cursor.fetchone()[0]
+        cursor.execute("SELECT id FROM device_type WHERE code = 'LX01'")
+        found = cursor.fetchone()
+        if found is None:
+            cursor.execute(
+                "INSERT INTO device_type (name, code, description, created_at, updated_at) "
+                "VALUES ('Lux', 'LX01', '', %s, %s) RETURNING id",
+                (now, now),
+            )
+            found = cursor.fetchone()
+        type_id = found[0]
         cursor.execute(
             "INSERT INTO device_batch (device_type_id, batch_number, production_date, quantity,"
-            " description, created_at, updated_at) VALUES (%s, 'BENCH1', '2026-01-01', %s, '',"
+            " description, created_at, updated_at) VALUES (%s, %s, '2026-01-01', %s, '',"
             " %s, %s) RETURNING id",
-            (type_id, devices, now, now),
+            (type_id, f"BENCH{part}", devices, now, now),
         )
         batch_id = cursor.fetchone()[0]
+        cursor.execute("SELECT coalesce(max(id), 0) FROM child")
+        children_before = cursor.fetchone()[0]
         _copy(
             cursor,
             "account",
@@ -67,11 +85,13 @@ def seed(url: str, roots: int, children: int, devices: int, devlogs: int, moveme
                 "updated_at",
             ),
             (
-                (f"bench{i}", password_hash, f"010{i:08d}", "", "", "f", now, now)
+                (f"bench{part}_{i}", password_hash, f"010{i:08d}", "", "", "f", now, now)
                 for i in range(roots)
             ),
         )
-        cursor.execute("SELECT id FROM account WHERE username LIKE 'bench%%' ORDER BY id")
+        cursor.execute(
+            "SELECT id FROM account WHERE username LIKE %s ORDER BY id", (f"bench{part}\\_%",)
+        )
         accounts = [row[0] for row in cursor.fetchall()]
         _copy(
             cursor,
@@ -90,7 +110,9 @@ def seed(url: str, roots: int, children: int, devices: int, devlogs: int, moveme
                 for i in range(children)
             ),
         )
-        cursor.execute("SELECT id, root_user_id FROM child ORDER BY id")
+        cursor.execute(
+            "SELECT id, root_user_id FROM child WHERE id > %s ORDER BY id", (children_before,)
+        )
         child_rows = cursor.fetchall()
         unique_ids = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(devices)]
         _copy(
@@ -112,9 +134,9 @@ def seed(url: str, roots: int, children: int, devices: int, devlogs: int, moveme
                 (
                     type_id,
                     batch_id,
-                    f"{i:07d}",
-                    f"LX01{i:07d}",
-                    ":".join(f"{b:02X}" for b in (2, 0, *i.to_bytes(4, "big"))),
+                    f"{first_device + i:09d}",
+                    f"LX01{first_device + i:09d}",
+                    ":".join(f"{b:02X}" for b in (2, 0, *(first_device + i).to_bytes(4, "big"))),
                     unique_ids[i],
                     "t",
                     now,
@@ -138,38 +160,23 @@ def seed(url: str, roots: int, children: int, devices: int, devlogs: int, moveme
             ("device_id", "account_id", "child_id", "nickname", "is_primary", "bound_at"),
             ((d, a, c, "", "f", now) for a, c, d, _ in bound),
         )
+        seeded_devices = [d for _, _, d, _ in bound]
         per_device = max(1, devlogs // max(1, len(bound)))
-        _copy(
-            cursor,
-            "devlog",
-            (
-                "device_id",
-                "child_id",
-                "log_file_id",
-                "treatment_date",
-                "finish_flag",
-                "last_intensity",
-                "treatment_time",
-                "is_temp",
-                "created_at",
-                "updated_at",
-            ),
-            (
-                (d, c, n, now, 1, 2, 600, "f", now, now)
-                for a, c, d, _ in bound
-                for n in range(per_device)
-            ),
+        cursor.execute(
+            "INSERT INTO devlog (device_id, child_id, log_file_id, treatment_date, finish_flag,"
+            " last_intensity, treatment_time, is_temp, created_at, updated_at)"
+            " SELECT b.device_id, b.child_id, n, %s, 1, 2, 600, false, %s, %s"
+            " FROM binding b CROSS JOIN generate_series(0, %s - 1) AS n"
+            " WHERE b.device_id = ANY(%s)",
+            (now, now, now, per_device, seeded_devices),
         )
         samples_per_device = max(1, movement // max(1, len(bound)))
-        _copy(
-            cursor,
-            "movement_sample",
-            ("device_id", "ts", "val", "child_id"),
-            (
-                (d, 1_700_000_000 + t, t % 100, c)
-                for a, c, d, _ in bound
-                for t in range(samples_per_device)
-            ),
+        cursor.execute(
+            "INSERT INTO movement_sample (device_id, ts, val, child_id)"
+            " SELECT b.device_id, 1700000000 + t, t %% 100, b.child_id"
+            " FROM binding b CROSS JOIN generate_series(0, %s - 1) AS t"
+            " WHERE b.device_id = ANY(%s)",
+            (samples_per_device, seeded_devices),
         )
         cursor.execute("ANALYZE")
     return Dataset(accounts, bound, per_device * len(bound), samples_per_device * len(bound))

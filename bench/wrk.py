@@ -63,7 +63,8 @@ def run(
         "requests": requests,
         "errors": errors,
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
-        "p50_ms": _ms(re.search(r"50%\s+(\S+)", output).group(1)),
-        "p99_ms": _ms(re.search(r"99%\s+(\S+)", output).group(1)),
+        # Anchored: a "+/- Stdev" column such as "81.50%" must not match.
+        "p50_ms": _ms(re.search(r"^\s+50%[ \t]+(\S+)", output, re.M).group(1)),
+        "p99_ms": _ms(re.search(r"^\s+99%[ \t]+(\S+)", output, re.M).group(1)),
         "seconds": seconds,
     }

@@ -1,5 +1,6 @@
 -- Movement ingestion: 1000-sample uploads, each thread for its own device, new timestamps
--- every request. Devices come from $BENCH_DEVICES ("token child_id device_id" per line).
+-- every request. Devices come from $BENCH_DEVICES ("token child_id device_id" per line);
+-- $BENCH_FIRST_ID moves the timestamps of a second run past the first's.
 local devices = {}
 local thread_count = 0
 
@@ -17,10 +18,11 @@ function init(args)
   prefix = '{"real_user_id":' .. child .. ',"device_id":' .. device .. ',"movement_data":['
   sequence = 0
   size = tonumber(os.getenv("BENCH_BATCH") or "1000")
+  first = 1900000000 + tonumber(os.getenv("BENCH_FIRST_ID") or "0")
 end
 
 function request()
-  local base = 1900000000 + sequence * size
+  local base = first + sequence * size
   sequence = sequence + 1
   local parts = {}
   for i = 0, size - 1 do

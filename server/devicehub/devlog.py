@@ -226,8 +226,8 @@ def _store_all(entries: list[DevlogEntry], dates: list[dt.datetime]) -> None:
         if key:
             by_file[key] = _Stored(None, False, entry.real_user_id, entry.log_file_id)
             completed[entry.device_id] = max(completed.get(entry.device_id, -1), key[1])
-    for start in range(0, len(inserts), 500):
-        _insert(inserts[start : start + 500])
+    if inserts:
+        _insert(inserts)
     for device_id, highest in completed.items():
         Device.update(last_log_file_id=highest).where(
             (Device.id == device_id) & (Device.last_log_file_id < highest)
@@ -243,9 +243,42 @@ def _create(**fields: object) -> int:
         ) from error
 
 
+# New completed records, one statement per request: PostgreSQL unnests one array per
+# column (no per-row SQL to build or parse), SQLite runs one prepared executemany.
+_INSERT_COLUMNS = (  # (column, key in the row dicts built by _store_all, SQL type)
+    ("device_id", "device", "integer"),
+    ("child_id", "child", "integer"),
+    ("log_file_id", "log_file_id", "integer"),
+    ("treatment_date", "treatment_date", "timestamp"),
+    ("finish_flag", "finish_flag", "smallint"),
+    ("last_intensity", "last_intensity", "integer"),
+    ("treatment_time", "treatment_time", "integer"),
+    ("movement", "movement", "integer"),
+    ("log_data", "log_data", "text"),
+    ("is_temp", "is_temp", "boolean"),
+    ("created_at", "created_at", "timestamp"),
+    ("updated_at", "updated_at", "timestamp"),
+)
+_INSERT_INTO = f"INSERT INTO devlog ({', '.join(column for column, _, _ in _INSERT_COLUMNS)}) "
+_INSERT_POSTGRES = (
+    _INSERT_INTO
+    + "SELECT * FROM unnest("
+    + ", ".join(f"%s::{kind}[]" for _, _, kind in _INSERT_COLUMNS)
+    + ")"
+)
+_INSERT_SQLITE = _INSERT_INTO + f"VALUES ({', '.join('?' for _ in _INSERT_COLUMNS)})"
+
+
 def _insert(rows: list[dict[str, object]]) -> None:
+    """Inserts new completed records in one statement."""
+    keys = [key for _, key, _ in _INSERT_COLUMNS]
     try:
-        Devlog.insert_many(rows).execute()
+        with peewee.__exception_wrapper__:  # driver errors -> peewee.IntegrityError
+            if is_postgres():
+                database.execute_sql(_INSERT_POSTGRES, [[row[k] for row in rows] for k in keys])
+            else:
+                values = [tuple(row[k] for k in keys) for row in rows]
+                database.cursor().executemany(_INSERT_SQLITE, values)
     except peewee.IntegrityError as error:
         raise Conflict(
             "Create Device Log Failed", reasons.ERROR_REASON_DEVLOG_WRITE_FAILED

@@ -290,9 +290,13 @@ def subscriber_account(caller: Caller, user_id: int) -> int:
 
 class _RecentIds:
     """The ids a subscription emitted lately: enough to skip the overlap between its
-    database replay and its live queue, bounded for streams that live for months."""
+    database replay and its live queue, bounded for streams that live for months.
 
-    def __init__(self, capacity: int = 10_000) -> None:
+    An account has at most ``queue_limit`` pending messages, so remembering a few times
+    that many covers every emitted message a replay can read again, at a few kB per
+    stream (thousands of streams are held per process)."""
+
+    def __init__(self, capacity: int) -> None:
         self._ids: OrderedDict[int, None] = OrderedDict()
         self._capacity = capacity
 
@@ -320,7 +324,7 @@ async def subscribe(
     emitted, so a message committed out of id order is not missed.
     """
     subscription = broker.subscribe(account_id)
-    emitted = _RecentIds()
+    emitted = _RecentIds(capacity=max(4 * policy.queue_limit, 256))
     try:
         replay = True
         while True:

@@ -62,6 +62,8 @@ from devicehub.workers import worker_address
 
 log = logging.getLogger(__name__)
 
+MAX_PENDING_CALLS = 20_000
+
 SERVICE_NAMES = tuple(
     module.DESCRIPTOR.services_by_name[name].full_name
     for module, name in (
@@ -126,8 +128,14 @@ class DevicehubServer:
         self._health = health.aio.HealthServicer()
         self._server = grpc.aio.server(
             interceptors=[ErrorInterceptor(), AuthInterceptor(signer)],
-            # Without workers the port is this process's alone: a second server on it fails.
-            options=[("grpc.so_reuseport", int(shared_ports))],
+            options=[
+                # Without workers the port is this process's alone: a second server fails.
+                ("grpc.so_reuseport", int(shared_ports)),
+                # gRPC cancels calls beyond 1,000 waiting to be matched to a handler; a mass
+                # reconnect of devices (after a restart) opens thousands of streams at once.
+                ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+                ("grpc.server.max_pending_requests_hard_limit", 2 * MAX_PENDING_CALLS),
+            ],
         )
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(signer), self._server)
         account_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(), self._server)
