@@ -9,9 +9,7 @@ from pathlib import Path
 
 from conftest import REPO_ROOT
 
-MEASUREMENTS = {
-    "stack_limit_grpc",
-    "stack_limit_rest",
+PHASE = {
     "home_grpc",
     "home_rest",
     "devlog_grpc",
@@ -20,38 +18,53 @@ MEASUREMENTS = {
     "movement_rest",
     "movement_raw_copy",
 }
+MEASUREMENTS = {
+    "stack_limit_grpc",
+    "stack_limit_rest",
+    *PHASE,
+    "stack_limit_grpc_1_worker",
+    "stack_limit_rest_1_worker",
+    "home_grpc_1_worker",
+    "home_rest_1_worker",
+    "fanout_10",
+    *(f"{name}_2x" for name in PHASE),
+}
 
 
 def test_benchmark_runs_every_measurement(tmp_path: Path):
     output = tmp_path / "bench.json"
+    arguments = {
+        "--scale": "0.0005",
+        "--duration": "1",
+        "--processes": "1",
+        "--concurrency": "2",
+        "--workers": "2",
+        "--fanout-streams": "10",
+        "--fanout-streams-per-account": "2",
+        "--fanout-rounds": "2",
+        "--growth": "2",
+        "--json": str(output),
+        "--profile": str(tmp_path / "profile"),
+    }
     subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "bench" / "run.py"),
-            "--scale",
-            "0.0005",
-            "--duration",
-            "1",
-            "--processes",
-            "1",
-            "--concurrency",
-            "2",
-            "--json",
-            str(output),
-        ],
+        [sys.executable, str(REPO_ROOT / "bench" / "run.py")]
+        + [part for pair in arguments.items() for part in pair],
         check=True,
         capture_output=True,
-        timeout=600,
+        timeout=900,
     )
     report = json.loads(output.read_text())
     assert set(report["results"]) == MEASUREMENTS
     for name, figures in report["results"].items():
         assert figures["errors"] == 0, name
         assert figures["per_second"] > 0, name
-    assert set(report["ratios"]) == {
-        "home_grpc",
-        "home_rest",
-        "devlog_grpc",
-        "movement_grpc",
-        "movement_rest",
-    }
+    fan_out = report["results"]["fanout_10"]
+    assert fan_out["lost"] == 0 and fan_out["deliveries"] == fan_out["expected_deliveries"] > 0
+    assert fan_out["server_rss_mb"] > 0
+    checked = {(c["figure"], c["measure"].split(" ")[0]) for c in report["checks"]}
+    ratios = {(name, "throughput") for name in ("home_grpc", "devlog_grpc", "movement_rest")}
+    assert ratios <= checked
+    assert ("home_grpc", "speed-up") in checked and ("devlog_grpc", "cost") in checked
+    assert ("fanout_10", "p99") in checked
+    # py-spy profiled the server during each measurement.
+    assert (tmp_path / "profile" / "home_grpc.top.txt").read_text().strip()

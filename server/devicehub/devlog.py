@@ -23,6 +23,7 @@ concurrent temporary uploads update one record instead of racing to create two.
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -273,13 +274,12 @@ def _insert(rows: list[dict[str, object]]) -> None:
     """Inserts new completed records in one statement."""
     keys = [key for _, key, _ in _INSERT_COLUMNS]
     try:
-        with peewee.__exception_wrapper__:  # driver errors -> peewee.IntegrityError
-            if is_postgres():
-                database.execute_sql(_INSERT_POSTGRES, [[row[k] for row in rows] for k in keys])
-            else:
-                values = [tuple(row[k] for k in keys) for row in rows]
-                database.cursor().executemany(_INSERT_SQLITE, values)
-    except peewee.IntegrityError as error:
+        if is_postgres():
+            database.execute_sql(_INSERT_POSTGRES, [[row[k] for row in rows] for k in keys])
+        else:
+            values = [tuple(row[k] for k in keys) for row in rows]
+            database.cursor().executemany(_INSERT_SQLITE, values)
+    except (peewee.IntegrityError, sqlite3.IntegrityError) as error:
         raise Conflict(
             "Create Device Log Failed", reasons.ERROR_REASON_DEVLOG_WRITE_FAILED
         ) from error
