@@ -33,7 +33,7 @@ CHANNEL = "devicehub_message"
 # by id and read from the database by each listener.
 MAX_NOTIFY_BYTES = 7900
 MAX_QUEUED_PER_SUBSCRIPTION = 1000
-POLL_INTERVAL = 0.05  # seconds between polls of the message table (SQLite workers)
+POLL_INTERVAL = 0.05  # seconds between polls of the message table (SQLite)
 
 
 class _Resync:
@@ -86,7 +86,7 @@ class MessageBroker:
         newest_id: Callable[[], Any] | None = None,
     ) -> None:
         self._subscriptions: dict[int, set[Subscription]] = defaultdict(set)
-        if (postgres_dsn is None) == (poll is None):
+        if (postgres_dsn is None) == (poll is None) or (poll is None) != (newest_id is None):
             raise ValueError("a broker either LISTENs (PostgreSQL) or polls (SQLite)")
         self._postgres_dsn = postgres_dsn
         self._fetch = fetch  # async: message id -> message dict (for by-reference notifies)
@@ -132,9 +132,12 @@ class MessageBroker:
         if self._postgres_dsn is not None:
             self._listener = asyncio.create_task(self._listen_forever(), name="message-listener")
             await asyncio.wait_for(self.listening.wait(), 30)
-        elif self._poll is not None:  # SQLite
-            last_id = await self._newest_id() if self._newest_id is not None else 0
-            self._listener = asyncio.create_task(self._poll_forever(last_id), name="message-poll")
+        elif self._poll is not None and self._newest_id is not None:  # SQLite
+            last_id = await self._newest_id()
+            poll = self._poll
+            self._listener = asyncio.create_task(
+                self._poll_forever(poll, last_id), name="message-poll"
+            )
 
     async def stop(self) -> None:
         if self._listener is not None:
@@ -142,11 +145,11 @@ class MessageBroker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
 
-    async def _poll_forever(self, last_id: int) -> None:
+    async def _poll_forever(self, poll: Callable[[int], Any], last_id: int) -> None:
         while True:
             await asyncio.sleep(POLL_INTERVAL)
             try:
-                messages = await self._poll(last_id)  # type: ignore[misc]
+                messages = await poll(last_id)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -173,7 +173,9 @@ class DevicehubServer:
                 if db.is_postgres()
                 else (lambda after_id: db.run_db(messaging.messages_after, after_id))
             ),
-            newest_id=lambda: db.run_db(messaging.newest_message_id),
+            newest_id=(
+                None if db.is_postgres() else (lambda: db.run_db(messaging.newest_message_id))
+            ),
         )
         weather = WeatherClient(
             WeatherConfig(
