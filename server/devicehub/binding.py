@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import peewee
 
 from devicehub import validation
-from devicehub.db import database, is_postgres
+from devicehub.db import database, execute_prepared, is_postgres
 from devicehub.errors import (
     Conflict,
     InvalidArgument,
@@ -199,8 +199,8 @@ class HomeRow:
 
 
 # The app's home screen is its most frequent call: one hand-written query (no ORM query
-# building), which also tells a missing account (no row at all) from one without
-# children (one row of NULLs).
+# building; prepared once per connection on PostgreSQL), which also tells a missing
+# account (no row at all) from one without children (one row of NULLs).
 _HOME_SCREEN = """
 SELECT c.id, c.first_name, c.last_name, c.birthdate, c.gender,
        d.id, d.device_type_id, d.now_firmware_id, d.firmware_version, d.unique_id,
@@ -225,7 +225,10 @@ def _as_date(value: dt.date | str) -> dt.date:
 def list_child_devices(caller: Caller) -> list[HomeRow]:
     """One row per (child, bound device) of the caller; a child without a device gets one
     row with ``device`` None."""
-    cursor = database.execute_sql(_HOME_SCREEN.format(p=database.param), (caller.account_id,))
+    if is_postgres():
+        cursor = execute_prepared("home_screen", _HOME_SCREEN.format(p="%s"), (caller.account_id,))
+    else:
+        cursor = database.execute_sql(_HOME_SCREEN.format(p="?"), (caller.account_id,))
     records = cursor.fetchall()
     if not records:
         raise Unauthenticated("User is None", reasons.ERROR_REASON_ACCOUNT_NOT_FOUND)

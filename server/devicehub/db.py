@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import datetime as dt
 import functools
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import unquote, urlparse
 
 import peewee
+import psycopg2.extensions
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
 database = peewee.DatabaseProxy()
@@ -59,6 +62,7 @@ def open_database(url: str, pool_size: int = 8) -> peewee.Database:
     elif parsed.scheme in ("postgres", "postgresql"):
         db = PooledPostgresqlDatabase(
             unquote(parsed.path.lstrip("/")),
+            connection_factory=_PreparingConnection,
             max_connections=pool_size,
             stale_timeout=600,
             timeout=30,
@@ -71,6 +75,32 @@ def open_database(url: str, pool_size: int = 8) -> peewee.Database:
         raise SystemExit(f"unsupported database URL {url!r}: use sqlite:/// or postgresql://")
     database.initialize(db)
     return db
+
+
+class _PreparingConnection(psycopg2.extensions.connection):
+    """A PostgreSQL connection that remembers the statements it has prepared."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.prepared: set[str] = set()
+
+
+def execute_prepared(name: str, sql: str, params: Sequence[object]) -> Any:
+    """Runs ``sql`` (``%s`` placeholders, PostgreSQL only) as the prepared statement ``name``.
+
+    The statement is prepared once per connection, then only executed: a hot query is
+    planned once, not per call (planning the home-screen join took several times longer
+    than running it). Give each parameter a type the statement fixes (a column it is
+    compared with, or a cast). Returns the cursor.
+    """
+    connection = database.connection()
+    if name not in connection.prepared:
+        numbered = iter(range(1, sql.count("%s") + 1))
+        text = re.sub(r"%s", lambda _: f"${next(numbered)}", sql)
+        database.execute_sql(f"PREPARE {name} AS {text}")
+        connection.prepared.add(name)
+    placeholders = ", ".join("%s" for _ in params)
+    return database.execute_sql(f"EXECUTE {name} ({placeholders})", params)
 
 
 def is_postgres() -> bool:
@@ -118,3 +148,22 @@ async def run_db(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     call = functools.partial(_in_connection, fn, *args, **kwargs)
     context = contextvars.copy_context()
     return await loop.run_in_executor(_executor, context.run, call)
+
+
+def array_literal(values: Iterable[int | dt.datetime | None]) -> str:
+    """A PostgreSQL array literal (``{1,2,NULL}``) of integers or naive datetimes.
+
+    Bulk statements pass one array per column; psycopg2 adapts a Python list element by
+    element (about 1 µs each: 1.4 ms for a 1,000-sample movement upload), while the text
+    forms of these types never need quoting, so one ``join`` builds the same array.
+    Cast the parameter in SQL (``%s::integer[]``).
+    """
+    return "{" + ",".join("NULL" if v is None else _array_text(v) for v in values) + "}"
+
+
+def _array_text(value: int | dt.datetime) -> str:
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            raise ValueError("array_literal takes naive (UTC) datetimes")
+        return value.isoformat()
+    return str(int(value))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from devicehub import binding
-from devicehub.db import database, is_postgres
+from devicehub.db import array_literal, database, is_postgres
 from devicehub.errors import InvalidArgument
 from devicehub.models import MovementSample
 from devicehub.pagination import decode_cursor, encode_cursor
@@ -60,7 +60,12 @@ def upload_movement(
         if is_postgres():
             database.execute_sql(
                 _INSERT_POSTGRES,
-                (device_id, child_id, [ts for ts, _ in samples], [val for _, val in samples]),
+                (
+                    device_id,
+                    child_id,
+                    array_literal([ts for ts, _ in samples]),
+                    array_literal([val for _, val in samples]),
+                ),
             )
         else:
             cursor = database.cursor()
