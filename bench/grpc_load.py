@@ -60,47 +60,45 @@ def _caller(scenario: str, channel: grpc.aio.Channel, params: dict[str, Any], sl
     auth = (("authorization", f"Bearer {token}"),)
     sequence = [0]
     first_id = params.get("first_id", 0)  # distinct per run, so every upload inserts
+    # Upload requests are built once per caller; each call only renumbers the ids (the
+    # client's work per call stays small beside the server's, as in the raw baselines).
     if scenario == "devlog":
         stub_d = devlog_pb2_grpc.DevlogServiceStub(channel)
         size = params["batch"]
+        detail = devlog_pb2.DevlogDetail(
+            treatment_date="2026-01-02T10:00:00",
+            finish_flag=struct_pb2.Value(number_value=1),
+            last_intensity=3,
+            treatment_time=600,
+        )
+        entry = devlog_pb2.DevlogEntry(
+            real_user_id=child_id, device_id=device_id, unique_id=unique_id, detail_data=detail
+        )
+        devlog_request = devlog_pb2.UploadDevlogsRequest(log_arrays=[entry] * size)
 
         def devlog():
             base = 10_000_000 + first_id + sequence[0] * size
             sequence[0] += 1
-            entries = [
-                devlog_pb2.DevlogEntry(
-                    real_user_id=child_id,
-                    device_id=device_id,
-                    unique_id=unique_id,
-                    log_file_id=base + i,
-                    detail_data=devlog_pb2.DevlogDetail(
-                        treatment_date="2026-01-02T10:00:00",
-                        finish_flag=struct_pb2.Value(number_value=1),
-                        last_intensity=3,
-                        treatment_time=600,
-                    ),
-                )
-                for i in range(size)
-            ]
-            return stub_d.UploadDevlogs(
-                devlog_pb2.UploadDevlogsRequest(log_arrays=entries), metadata=auth
-            )
+            for i, log in enumerate(devlog_request.log_arrays):
+                log.log_file_id = base + i
+            return stub_d.UploadDevlogs(devlog_request, metadata=auth)
 
         return devlog, size
     if scenario == "movement":
         stub_m = movement_pb2_grpc.MovementServiceStub(channel)
         size = params["batch"]
+        movement_request = movement_pb2.UploadMovementRequest(
+            real_user_id=child_id,
+            device_id=device_id,
+            movement_data=[movement_pb2.MovementSample(val=i % 100) for i in range(size)],
+        )
 
         def upload():
             base = 1_800_000_000 + first_id + sequence[0] * size
             sequence[0] += 1
-            samples = [
-                movement_pb2.MovementSample(val=i % 100, timestamp=base + i) for i in range(size)
-            ]
-            request = movement_pb2.UploadMovementRequest(
-                real_user_id=child_id, device_id=device_id, movement_data=samples
-            )
-            return stub_m.UploadMovement(request, metadata=auth)
+            for i, sample in enumerate(movement_request.movement_data):
+                sample.timestamp = base + i
+            return stub_m.UploadMovement(movement_request, metadata=auth)
 
         return upload, size
     raise ValueError(scenario)

@@ -31,7 +31,7 @@ from typing import Any
 import peewee
 
 from devicehub import binding
-from devicehub.db import array_literal, database, is_postgres
+from devicehub.db import array_literal, database, execute_prepared, is_postgres
 from devicehub.errors import Conflict, InvalidArgument, NotFound
 from devicehub.models import Child, Device, Devlog, utcnow
 from devicehub.security import Caller
@@ -242,7 +242,7 @@ def _stored_files(files: set[tuple[int, int]]) -> list[tuple[int, int, int, int,
         return []
     if is_postgres():
         pairs = (array_literal([d for d, _ in files]), array_literal([f for _, f in files]))
-        return database.execute_sql(_STORED_FILES_POSTGRES, pairs).fetchall()
+        return execute_prepared("devlog_stored_files", _STORED_FILES_POSTGRES, pairs).fetchall()
     by_device: dict[int, set[int]] = defaultdict(set)
     for device_id, file_id in files:
         by_device[device_id].add(file_id)
@@ -288,7 +288,7 @@ _INSERT_INTO = (
 )
 _INSERT_POSTGRES = (
     _INSERT_INTO
-    + "SELECT *, false, %s, %s FROM unnest("
+    + "SELECT *, false, %s::timestamp, %s::timestamp FROM unnest("
     + ", ".join(f"%s::{kind}[]" for _, _, kind in _INSERT_COLUMNS)
     + ")"
 )
@@ -301,7 +301,7 @@ def _insert(rows: list[dict[str, object]], now: dt.datetime) -> None:
     try:
         if is_postgres():
             columns = [_postgres_column(rows, key, kind) for _, key, kind in _INSERT_COLUMNS]
-            database.execute_sql(_INSERT_POSTGRES, [now, now, *columns])
+            execute_prepared("devlog_insert", _INSERT_POSTGRES, [now, now, *columns])
         else:
             values = [(*(row[k] for k in keys), now, now) for row in rows]
             database.cursor().executemany(_INSERT_SQLITE, values)

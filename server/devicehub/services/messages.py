@@ -10,19 +10,33 @@ from devicehub import models
 from devicehub.binding import BoundDevice, HomeRow
 from devicehub.v1 import account_pb2, binding_pb2, device_batch_pb2, device_pb2, device_type_pb2
 
+_EPOCH = dt.datetime(1970, 1, 1)
+
 
 def timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
-    """A naive-UTC datetime as a Timestamp."""
-    message = timestamp_pb2.Timestamp()
-    message.FromDatetime(value.replace(tzinfo=dt.UTC))
-    return message
+    """A naive-UTC datetime as a Timestamp (arithmetic, not ``FromDatetime``: the home
+    screen converts several per call and protobuf does it in pure Python)."""
+    delta = value - _EPOCH
+    return timestamp_pb2.Timestamp(
+        seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1000
+    )
+
+
+def rfc3339(value: dt.datetime) -> str:
+    """A naive-UTC datetime as ``Timestamp.ToJsonString`` prints it: ``...Z``, with 0, 3
+    or 6 fraction digits."""
+    text = value.isoformat(timespec="seconds")
+    micros = value.microsecond
+    if micros:
+        text += f".{micros // 1000:03d}" if micros % 1000 == 0 else f".{micros:06d}"
+    return text + "Z"
 
 
 def nullable_time(value: dt.datetime | None) -> struct_pb2.Value:
     """RFC 3339 (``...Z``) string, or JSON null for ``None``."""
     if value is None:
         return struct_pb2.Value(null_value=struct_pb2.NULL_VALUE)
-    return struct_pb2.Value(string_value=timestamp(value).ToJsonString())
+    return struct_pb2.Value(string_value=rfc3339(value))
 
 
 def account(row: models.Account) -> account_pb2.Account:
