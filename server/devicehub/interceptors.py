@@ -131,15 +131,30 @@ async def abort_with(context: grpc.aio.ServicerContext, error: DomainError) -> N
     )
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Maps exceptions to statuses in one place, so servicers never catch to report."""
+class _PerMethodInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps each method's handler once, on its first call, not on every call."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
+        wrapped = self._handlers.get(method)
+        if wrapped is None:
+            wrapped = self._handlers[method] = self.wrap(method, handler)
+        return wrapped
 
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        raise NotImplementedError
+
+
+class ErrorInterceptor(_PerMethodInterceptor):
+    """Maps exceptions to statuses in one place, so servicers never catch to report."""
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         async def guarded(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[Any]]):
             try:
                 return await call()
@@ -157,24 +172,19 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         return _wrap_handler(handler, guarded)
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(_PerMethodInterceptor):
     """Requires a valid access token on every method except the public ones."""
 
     def __init__(self, signer: TokenSigner) -> None:
+        super().__init__()
         self._signer = signer
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if (
-            handler is None
-            or method in PUBLIC_METHODS
-            or method.startswith(PUBLIC_SERVICE_PREFIXES)
-        ):
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if method in PUBLIC_METHODS or method.startswith(PUBLIC_SERVICE_PREFIXES):
             return handler
-        authorization = dict(handler_call_details.invocation_metadata or ()).get("authorization")
 
         async def authenticated(context: grpc.aio.ServicerContext, call):
+            authorization = dict(context.invocation_metadata() or ()).get("authorization")
             caller = self._signer.verify(token_from_authorization(authorization))
             token = _caller.set(caller)
             try:
