@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import psycopg2
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -165,7 +166,9 @@ class Bench:
 
     @contextlib.contextmanager
     def profiled(self, name: str) -> Iterator[None]:
-        """With ``--profile DIR``: py-spy samples the server (every worker) meanwhile."""
+        """With ``--profile DIR``: py-spy samples the server (every worker, the threads
+        holding the GIL: where its Python time goes) and PostgreSQL counts each statement's
+        planning and execution time meanwhile."""
         if self.args.profile is None or self.server is None:
             yield
             return
@@ -177,6 +180,7 @@ class Bench:
             "--pid",
             str(self.server.pid),
             "--subprocesses",
+            "--gil",
             "--rate",
             "250",
             "--format",
@@ -184,15 +188,21 @@ class Bench:
             "--output",
             str(output),
         ]
+        self.sql(STATEMENT_STATS_RESET)
         spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             yield
         finally:
             spy.send_signal(signal.SIGINT)
             spy.wait(60)
-            if output.exists():
-                top = profile_summary(output.read_text())
-                (self.args.profile / f"{name}.top.txt").write_text(top)
+            top = profile_summary(output.read_text()) if output.exists() else "no samples\n"
+            statements = statement_summary(self.sql(STATEMENT_STATS))
+            (self.args.profile / f"{name}.top.txt").write_text(top + "\n" + statements)
+
+    def sql(self, query: str) -> list[tuple]:
+        with psycopg2.connect(self.pg.url) as connection, connection.cursor() as cursor:
+            cursor.execute(query)
+            return cursor.fetchall() if cursor.description else []
 
     def grpc_run(self, name: str, scenario: str, params: dict) -> None:
         with self.profiled(name):
@@ -323,11 +333,15 @@ def main() -> int:
     sizes["children"] = max(sizes["children"], sizes["roots"])
     work = Path(tempfile.mkdtemp(prefix="devicehub-bench-"))
 
-    with ThrowawayCluster(
-        settings={"shared_buffers": "512MB", "max_connections": "300", "max_wal_size": "4GB"}
-    ) as pg:
+    settings = {"shared_buffers": "512MB", "max_connections": "300", "max_wal_size": "4GB"}
+    if args.profile is not None:
+        settings["shared_preload_libraries"] = "pg_stat_statements"
+        settings["pg_stat_statements.track_planning"] = "on"
+    with ThrowawayCluster(settings=settings) as pg:
         bench = Bench(args, pg, work)
         subprocess.run([DEVICEHUB, "migrate"], env=bench.env, check=True, capture_output=True)
+        if args.profile is not None:
+            bench.sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         bench.seed(sizes, part=0)
         try:
             bench.start_server(args.workers)
@@ -378,6 +392,25 @@ GROWTH = (
 GROWTH_TARGET = 1.3
 FANOUT_P99_MS = 250.0
 FANOUT_RSS_MB = 400.0
+
+
+STATEMENT_STATS_RESET = "SELECT pg_stat_statements_reset()"
+STATEMENT_STATS = """
+SELECT calls, total_plan_time / calls, total_exec_time / calls, query
+FROM pg_stat_statements
+WHERE calls > 0 AND query NOT LIKE '%pg_stat_statements%'
+ORDER BY total_plan_time + total_exec_time DESC
+LIMIT 15
+"""
+
+
+def statement_summary(rows: list[tuple]) -> str:
+    """PostgreSQL's side of a measurement: the statements that took the most time."""
+    lines = ["calls  plan ms  exec ms  statement"]
+    for calls, plan_ms, exec_ms, query in rows:
+        text = " ".join(query.split())
+        lines.append(f"{calls:5d}  {plan_ms:7.3f}  {exec_ms:7.3f}  {text[:160]}")
+    return "\n".join(lines) + "\n"
 
 
 def profile_summary(collapsed: str, top: int = 40) -> str:
