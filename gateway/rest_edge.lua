@@ -73,6 +73,8 @@ function envoy_on_request(request_handle)
     style = "status"
   end
   local method = headers:get(":method") or ""
+  -- Tells the server the call is transcoded REST: only then does it mark list responses.
+  headers:replace("devicehub-rest-call", "1")
   local meta = request_handle:streamInfo():dynamicMetadata()
   meta:set(REST, "style", style)
   meta:set(REST, "method", method)

@@ -965,6 +965,20 @@ def test_lux_flow_over_grpc(stack, binding_stub):
     assert error.value.details() == "Device not found"
 
 
+def test_home_screen_marks_the_array_for_rest_only(stack, binding_stub, lux):
+    """The REST edge needs the marker (the documented body is a bare array); a native
+    gRPC client gets the plain response without metadata sent ahead of it."""
+    rest = stack.request("GET", "/api/v1/lux/device/get-all-device", lux.token)
+    assert rest.status_code == 200
+    assert [row["id"] for row in rest.json()] == [lux.device["id"]]
+    assert "devicehub-rest-array" not in rest.headers
+    response, call = binding_stub.ListChildDevices.with_call(
+        pb.ListChildDevicesRequest(), metadata=metadata(lux.token)
+    )
+    assert [row.id for row in response.rows] == [lux.device["id"]]
+    assert "devicehub-rest-array" not in dict(call.initial_metadata())
+
+
 def test_user_device_flow_over_grpc(stack, binding_stub, user):
     account, token = user
     auth = metadata(token)
