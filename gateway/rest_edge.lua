@@ -8,7 +8,8 @@
 --       anything else    {"detail":"..."}
 --     The server sends the reason and the REST status in the trailers
 --     devicehub-error-reason / devicehub-http-status (see interceptors.py);
---   * a list response marked with devicehub-rest-array becomes a bare JSON array;
+--   * the request carries devicehub-rest-call: 1 to the server, which then marks list
+--     responses: one marked with devicehub-rest-array becomes a bare JSON array;
 --   * a response marked with devicehub-rest-body gets that literal JSON as its body;
 --   * a successful DELETE becomes 204 with an empty body;
 --   * the earlier devlog body, a bare JSON array, is wrapped as {"log_arrays": [...]}

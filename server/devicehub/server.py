@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import logging
 
 import grpc
@@ -108,6 +109,19 @@ class _MethodAwarePool:
 
     def __getattr__(self, name: str):
         return getattr(self._pool, name)
+
+
+# Python's cycle collector stops the process for a full pass over every tracked object;
+# with thousands of open streams a pass took 100-270 ms, and those pauses were the p99 of
+# fan-out delivery at 5,000 streams. Objects alive after start-up are frozen out of the
+# passes and collections run far less often: at 5,000 streams p99 fell from 161-184 ms
+# to 49-58 ms (full passes per run 17-19 -> 0-1), with the same resident memory.
+GC_THRESHOLDS = (10_000, 20, 100)
+
+
+def _tune_garbage_collection() -> None:
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class DevicehubServer:
@@ -231,6 +245,7 @@ class DevicehubServer:
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("gRPC server listening on %s:%d", self.settings.grpc_host, self.port)
+        _tune_garbage_collection()
 
     async def stop(self) -> None:
         """Stops accepting calls, lets in-flight calls finish (up to the grace period),
