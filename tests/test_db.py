@@ -45,6 +45,8 @@ def test_prepared_statement_is_reused_and_survives_a_new_connection(postgres):
     with postgres.connection_context():
         assert db.execute_prepared("test_sum", sql, (1, 2)).fetchone() == (3,)
         assert db.execute_prepared("test_sum", sql, (40, 2)).fetchone() == (42,)
+        like = "SELECT %s::text LIKE '%%s', %s::integer %% 7"
+        assert db.execute_prepared("test_percent", like, ("has", 9)).fetchone() == (True, 2)
         assert "test_sum" in postgres.connection().prepared
         prepared = postgres.execute_sql(
             "SELECT count(*) FROM pg_prepared_statements WHERE name = 'test_sum'"

@@ -8,7 +8,14 @@ import pytest
 from devicehub.v1 import device_batch_pb2 as pb
 from devicehub.v1 import device_batch_pb2_grpc
 
-from conftest import create_batch, create_type, list_all, metadata, random_mac, unique
+from conftest import (
+    create_batch,
+    create_device,
+    create_type,
+    list_all,
+    metadata,
+    unique,
+)
 
 BATCH_KEYS = {
     "id",
@@ -147,18 +154,7 @@ def test_duplicate_batch_number_conflicts(stack, admin):
 def test_batch_with_devices_cannot_be_deleted_or_moved(stack, admin):
     device_type = create_type(stack, admin)
     batch = create_batch(stack, admin, device_type["id"])
-    device = stack.request(
-        "POST",
-        "/api/device/devices/",
-        admin,
-        json={
-            "device_type": device_type["id"],
-            "batch": batch["id"],
-            "serial_number": "00001",
-            "mac_address": random_mac(),
-        },
-    )
-    assert device.status_code == 200
+    create_device(stack, admin, device_type["id"], batch["id"])  # asserts it was created
     deleted = stack.request("DELETE", f"/api/device/device-batches/{batch['id']}/", admin)
     assert deleted.status_code == 409
     assert deleted.json()["code"] == "DEVICE_BATCH_IN_USE"

@@ -8,7 +8,14 @@ import pytest
 from devicehub.v1 import device_type_pb2 as pb
 from devicehub.v1 import device_type_pb2_grpc
 
-from conftest import create_batch, create_type, list_all, metadata, random_mac, unique
+from conftest import (
+    create_batch,
+    create_device,
+    create_type,
+    list_all,
+    metadata,
+    unique,
+)
 
 TYPE_KEYS = {"id", "name", "code", "description", "created_at", "updated_at"}
 
@@ -160,18 +167,7 @@ def test_type_in_use_cannot_be_deleted_or_recoded(stack, admin):
     response = stack.request("DELETE", f"/api/device/device-types/{device_type['id']}/", admin)
     assert response.status_code == 409
     assert response.json()["code"] == "DEVICE_TYPE_IN_USE"
-    device = stack.request(
-        "POST",
-        "/api/device/devices/",
-        admin,
-        json={
-            "device_type": device_type["id"],
-            "batch": batch["id"],
-            "serial_number": "00001",
-            "mac_address": random_mac(),
-        },
-    )
-    assert device.status_code == 200, device.text
+    create_device(stack, admin, device_type["id"], batch["id"])  # asserts it was created
     recoded = stack.request(
         "PUT",
         f"/api/device/device-types/{device_type['id']}/",

@@ -13,6 +13,7 @@ import asyncio
 import contextvars
 import datetime as dt
 import functools
+import itertools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -95,8 +96,10 @@ def execute_prepared(name: str, sql: str, params: Sequence[object]) -> Any:
     """
     connection = database.connection()
     if name not in connection.prepared:
-        numbered = iter(range(1, sql.count("%s") + 1))
-        text = re.sub(r"%s", lambda _: f"${next(numbered)}", sql)
+        numbers = itertools.count(1)
+        # %s becomes $1, $2, ...; a literal %% stays (the PREPARE is formatted like any
+        # statement, which turns it back into %).
+        text = re.sub(r"%%|%s", lambda m: m[0] if m[0] == "%%" else f"${next(numbers)}", sql)
         database.execute_sql(f"PREPARE {name} AS {text}")
         connection.prepared.add(name)
     placeholders = ", ".join("%s" for _ in params)

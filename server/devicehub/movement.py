@@ -25,8 +25,7 @@ UPLOADED = "Movement log saved successfully"
 
 _INSERT_POSTGRES = (
     "INSERT INTO movement_sample (device_id, ts, val, child_id) "
-    "SELECT %s::integer, ts, val, %s::integer "
-    "FROM unnest(%s::bigint[], %s::integer[]) AS s (ts, val) "
+    "SELECT %s, ts, val, %s FROM unnest(%s::bigint[], %s::integer[]) AS s (ts, val) "
     "ON CONFLICT DO NOTHING"
 )
 _INSERT_SQLITE = (
