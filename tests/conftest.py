@@ -26,7 +26,7 @@ import pytest
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from devicehub.pgcluster import ThrowawayCluster
+from devicehub.pgcluster import DURABLE_SETTINGS, ThrowawayCluster
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEVICEHUB = str(Path(sys.executable).parent / "devicehub")
@@ -197,6 +197,14 @@ def stop_process(process: subprocess.Popen) -> int:
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[ThrowawayCluster]:
     with ThrowawayCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def durable_pg_cluster() -> Iterator[ThrowawayCluster]:
+    """A PostgreSQL cluster with production durability (fsync, synchronous commit and
+    full-page writes on), for the fault tests: restarts and crashes behave as in production."""
+    with ThrowawayCluster(settings=DURABLE_SETTINGS) as cluster:
         yield cluster
 
 

@@ -34,6 +34,20 @@ CHANNEL = "devicehub_message"
 MAX_NOTIFY_BYTES = 7900
 MAX_QUEUED_PER_SUBSCRIPTION = 1000
 POLL_INTERVAL = 0.05  # seconds between polls of the message table (SQLite)
+# Reconnecting the LISTEN connection: quickly at first, backing off while the database
+# stays unreachable, and quickly again after a connection that was healthy this long.
+RECONNECT_MIN_DELAY = 0.2
+RECONNECT_MAX_DELAY = 2.0
+HEALTHY_PERIOD = 10.0
+# A LISTEN connection only reads, so a silently dead peer (no FIN, e.g. a host that went
+# away) is noticed by TCP keepalives; the connect timeout bounds each reconnect attempt.
+LISTEN_CONNECTION_OPTIONS = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
 
 
 class _Resync:
@@ -67,6 +81,11 @@ class Subscription:
         self.queue.put_nowait(item)
 
 
+def _start_listening(connection: Any) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"LISTEN {CHANNEL}")
+
+
 def notify_payload(message: dict[str, Any]) -> str:
     """The NOTIFY payload for a stored message (JSON; by reference when too large)."""
     full = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
@@ -84,6 +103,7 @@ class MessageBroker:
         fetch: Callable[[int], Any] | None = None,
         poll: Callable[[int], Any] | None = None,
         newest_id: Callable[[], Any] | None = None,
+        on_listening_changed: Callable[[bool], None] | None = None,
     ) -> None:
         self._subscriptions: dict[int, set[Subscription]] = defaultdict(set)
         if (postgres_dsn is None) == (poll is None) or (poll is None) != (newest_id is None):
@@ -95,6 +115,10 @@ class MessageBroker:
         self._listener: asyncio.Task[None] | None = None
         self._fetching: set[asyncio.Future[None]] = set()
         self._closed = False
+        # Called with False when the LISTEN connection is lost and True when it is back:
+        # while it is down no live message reaches this process (health says so).
+        self._on_listening_changed = on_listening_changed
+        self._connected_at: float | None = None
         self.listening = asyncio.Event()
 
     def subscribe(self, account_id: int) -> Subscription:
@@ -160,25 +184,49 @@ class MessageBroker:
                 last_id = message["id"]
 
     async def _listen_forever(self) -> None:
-        delay = 0.5
+        delay = RECONNECT_MIN_DELAY
         first = True
         while True:
             try:
                 await self._listen(resync=not first)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("message listener lost its connection; reconnecting")
+            except Exception as error:
+                log.warning("message listener lost its connection (%s); reconnecting", error)
+            connected_at = self._connected_at
             first = False
-            self.listening.clear()
+            self._set_listening(False)
+            # A connection that stayed up for a while was healthy: reconnect quickly again.
+            # Only a connection that keeps failing backs off (a database that is down).
+            loop = asyncio.get_running_loop()
+            if connected_at is not None and loop.time() - connected_at >= HEALTHY_PERIOD:
+                delay = RECONNECT_MIN_DELAY
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 10)
+            delay = min(delay * 2, RECONNECT_MAX_DELAY)
+
+    def _set_listening(self, listening: bool) -> None:
+        if listening == self.listening.is_set():
+            return
+        if listening:
+            self.listening.set()
+        else:
+            self._connected_at = None
+            self.listening.clear()
+        if self._on_listening_changed is not None:
+            self._on_listening_changed(listening)
 
     async def _listen(self, resync: bool) -> None:
         loop = asyncio.get_running_loop()
-        connection = await asyncio.to_thread(psycopg2.connect, self._postgres_dsn)
+        assert self._postgres_dsn is not None
+        connection = await asyncio.to_thread(
+            psycopg2.connect, self._postgres_dsn, **LISTEN_CONNECTION_OPTIONS
+        )
         connection.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
         broken: asyncio.Future[None] = loop.create_future()
+        # The socket's number, taken while the connection is healthy: once it has failed,
+        # ``fileno()`` raises, and a reader left registered on the number would be handed
+        # the next connection's socket, which then is never watched.
+        fd: int | None = None
 
         def readable() -> None:
             try:
@@ -191,16 +239,17 @@ class MessageBroker:
                 self._on_notify(connection.notifies.pop(0).payload)
 
         try:
-            with connection.cursor() as cursor:
-                cursor.execute(f"LISTEN {CHANNEL}")
-            loop.add_reader(connection.fileno(), readable)
-            self.listening.set()
+            await asyncio.to_thread(_start_listening, connection)
+            fd = connection.fileno()
+            loop.add_reader(fd, readable)
+            self._connected_at = loop.time()
+            self._set_listening(True)
             if resync:  # messages may have been sent while we were not listening
                 self.resync_all()
             await broken
         finally:
-            with contextlib.suppress(Exception):
-                loop.remove_reader(connection.fileno())
+            if fd is not None:
+                loop.remove_reader(fd)
             with contextlib.suppress(Exception):
                 connection.close()
 

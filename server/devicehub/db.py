@@ -15,6 +15,8 @@ import datetime as dt
 import functools
 import itertools
 import re
+import select
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -61,7 +63,7 @@ def open_database(url: str, pool_size: int = 8) -> peewee.Database:
             check_same_thread=False,
         )
     elif parsed.scheme in ("postgres", "postgresql"):
-        db = PooledPostgresqlDatabase(
+        db = _PostgresqlDatabase(
             unquote(parsed.path.lstrip("/")),
             connection_factory=_PreparingConnection,
             max_connections=pool_size,
@@ -71,11 +73,46 @@ def open_database(url: str, pool_size: int = 8) -> peewee.Database:
             password=unquote(parsed.password) if parsed.password else None,
             host=parsed.hostname,
             port=parsed.port,
+            # An unreachable server fails a call in seconds (503), not after minutes.
+            connect_timeout=5,
         )
     else:
         raise SystemExit(f"unsupported database URL {url!r}: use sqlite:/// or postgresql://")
     database.initialize(db)
     return db
+
+
+class _CallStatements(threading.local):
+    """What the current database call (``run_db``) has sent on this thread's connection:
+    whether every statement so far only read, which decides if a call that failed on a
+    dead connection may run again."""
+
+    def __init__(self) -> None:
+        self.only_reads = True
+
+
+_call = _CallStatements()
+# Prepared statements that only read (recorded by execute_prepared from their SQL).
+_reading_prepared: set[str] = set()
+
+
+def _reads_only(sql: str) -> bool:
+    words = sql.lstrip().split(None, 2)
+    if not words:
+        return True
+    verb = words[0].upper()
+    if verb == "EXECUTE" and len(words) > 1:
+        return words[1].split("(", 1)[0] in _reading_prepared
+    return verb in ("SELECT", "BEGIN", "SHOW")
+
+
+class _PostgresqlDatabase(PooledPostgresqlDatabase):
+    """The pooled PostgreSQL database, noting which statements each call sends."""
+
+    def execute_sql(self, sql: str, params: Any = None) -> Any:
+        if _call.only_reads and not _reads_only(sql):
+            _call.only_reads = False
+        return super().execute_sql(sql, params)
 
 
 class _PreparingConnection(psycopg2.extensions.connection):
@@ -95,6 +132,8 @@ def execute_prepared(name: str, sql: str, params: Sequence[object]) -> Any:
     compared with, or a cast). Returns the cursor.
     """
     connection = database.connection()
+    if _reads_only(sql):
+        _reading_prepared.add(name)
     if name not in connection.prepared:
         numbers = itertools.count(1)
         # %s becomes $1, $2, ...; a literal %% stays (the PREPARE is formatted like any
@@ -132,17 +171,50 @@ def _in_connection(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     Each thread checks a pooled connection out on first use and keeps it: checking it
     out and back in per call took a process-wide lock twice per call, a third of the
     home screen's server time. Transactions are always explicit (``atomic``), so a
-    kept connection is never left inside one. A connection that failed is discarded,
-    and the next call opens a fresh one.
+    kept connection is never left inside one.
+
+    A kept connection can die while it waits (the database restarted): one that the
+    server has hung up is found before use and replaced, and a call that still fails
+    because its connection broke runs once more on a fresh one if everything it had sent
+    only read (a write is never repeated: it may have committed). Any other failure
+    discards the connection, and the next call opens a fresh one.
     """
     if database.is_closed():
         database.connect()
+    elif _server_hung_up():
+        database.obj.manual_close()
+        database.connect()
+    _call.only_reads = True
     try:
         return fn(*args, **kwargs)
     except (peewee.InterfaceError, peewee.OperationalError):
-        if not database.in_transaction():
-            database.obj.manual_close()
-        raise
+        if database.in_transaction():
+            raise
+        retry = _call.only_reads and _connection_broken()
+        database.obj.manual_close()
+        if not retry:
+            raise
+    database.connect()
+    return fn(*args, **kwargs)
+
+
+def _server_hung_up() -> bool:
+    """Whether this thread's idle PostgreSQL connection was closed by the server.
+
+    An idle connection has nothing to read: a readable socket holds the server's
+    goodbye (``terminating connection``) or end of file. One ``select`` with no wait.
+    """
+    if not is_postgres():
+        return False
+    connection = database.connection()
+    if connection.closed:
+        return True
+    readable, _, _ = select.select([connection.fileno()], [], [], 0)
+    return bool(readable)
+
+
+def _connection_broken() -> bool:
+    return is_postgres() and bool(database.connection().closed)
 
 
 async def run_db(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import peewee
 from peewee import fn
 
 from devicehub import binding
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 PENDING_STATES = ("queued", "delivered")
 MAX_FIELD_LENGTH = 2000
+REPLAY_RETRY_DELAY = 1.0  # seconds between a stream's attempts to read its backlog
 # Fields each message type takes, and the ones it requires.
 FIELDS: dict[str, tuple[str, ...]] = {
     "text": ("content",),
@@ -233,7 +235,11 @@ class DeliveryRecorder:
     async def flush(self) -> None:
         if self._pending:
             ids, self._pending = sorted(self._pending), set()
-            await run_db(_mark_delivered, ids)
+            try:
+                await run_db(_mark_delivered, ids)
+            except Exception:
+                self._pending.update(ids)  # recorded at the next flush instead
+                raise
 
     async def _run(self) -> None:
         while True:
@@ -330,7 +336,16 @@ async def subscribe(
         while True:
             if replay:
                 replay = False
-                pending = await run_db(_pending_after, account_id, after_id)
+                try:
+                    pending = await run_db(_pending_after, account_id, after_id)
+                except (peewee.OperationalError, peewee.InterfaceError):
+                    # The database is restarting: the stream stays open (heartbeats go
+                    # on) and reads its backlog again shortly, so nothing sent meanwhile
+                    # is missed and no device has to reconnect.
+                    log.warning("stream replay failed (database unavailable); retrying")
+                    await asyncio.sleep(REPLAY_RETRY_DELAY)
+                    replay = True
+                    continue
                 backlog = [m for m in pending if m["id"] not in emitted]
                 # Recorded before each yield: a stream closed by the client ends at a yield.
                 # (Delivered-but-unacked messages are replayed, so nothing is lost.)

@@ -3,7 +3,9 @@
 Standard library only. Each :class:`ThrowawayCluster` gets its own temp directory (data dir,
 unix socket dir, server log) and a free TCP port on 127.0.0.1, so several clusters can run side
 by side and none of them touches a system cluster such as Debian's default one on port 5432.
-Durability is switched off for speed: never keep data you care about in one.
+Durability is switched off for speed by default (``DURABLE_SETTINGS`` keeps PostgreSQL's
+own defaults, for fault tests and benchmarks that must measure production behaviour): never
+keep data you care about in one.
 
     with ThrowawayCluster() as cluster:
         connect(cluster.url)  # postgresql://postgres@127.0.0.1:PORT/devicehub
@@ -36,6 +38,12 @@ DEFAULT_SETTINGS: dict[str, str] = {
     "synchronous_commit": "off",
     "full_page_writes": "off",
     "max_connections": "200",
+}
+# PostgreSQL's own defaults for durability: what a production database runs with.
+DURABLE_SETTINGS: dict[str, str] = {
+    "fsync": "on",
+    "synchronous_commit": "on",
+    "full_page_writes": "on",
 }
 # Set by ThrowawayCluster itself because `url` and `port` depend on them.
 MANAGED_SETTINGS = ("listen_addresses", "port", "unix_socket_directories")
@@ -177,6 +185,17 @@ class ThrowawayCluster:
             raise RuntimeError("psql not found in the PostgreSQL bindir or on PATH")
         conn = ["-h", self.sockdir, "-p", str(self.port), "-U", PG_USER, "-d", dbname]
         return self._check("psql", exe, "-XqAt", "-v", "ON_ERROR_STOP=1", *conn, "-c", sql)
+
+    def restart(self, mode: str = "fast") -> None:
+        """Restarts the server on the same port, for fault tests.
+
+        ``mode`` is pg_ctl's shutdown mode: ``fast`` (clients are disconnected, a clean
+        shutdown) or ``immediate`` (like a crash: the restart runs crash recovery).
+        """
+        if mode not in ("smart", "fast", "immediate"):
+            raise ValueError(f"unknown shutdown mode {mode!r}")
+        pg_ctl = [self.bindir / "pg_ctl", "-w", "-t", "60", "-D", self.datadir]
+        self._check("pg_ctl restart", *pg_ctl, "-l", self.logfile, "-m", mode, "restart")
 
     def stop(self) -> None:
         """Stop the server and delete the temp dir. Idempotent; also registered with atexit."""

@@ -190,6 +190,7 @@ class DevicehubServer:
             newest_id=(
                 None if db.is_postgres() else (lambda: db.run_db(messaging.newest_message_id))
             ),
+            on_listening_changed=self._on_listening_changed,
         )
         weather = WeatherClient(
             WeatherConfig(
@@ -213,6 +214,8 @@ class DevicehubServer:
             signer, self.broker, self.policy, self.deliveries, reuse_port=shared_ports
         )
         self._sweeper: asyncio.Task[None] | None = None
+        self._started = False
+        self._background: set[asyncio.Future[None]] = set()
         notification_pb2_grpc.add_NotificationServiceServicer_to_server(
             NotificationServicer(
                 alimtalk, dt.timedelta(seconds=settings.alimtalk_suppress_seconds)
@@ -234,6 +237,29 @@ class DevicehubServer:
             if not self._server.add_insecure_port(address):
                 raise SystemExit(f"cannot listen on {address}")
 
+    def _on_listening_changed(self, listening: bool) -> None:
+        """While the LISTEN connection is down, live messages sent through other processes
+        do not reach this one: health says NOT_SERVING until it is back (and every stream
+        has re-read its backlog), rather than silently serving stale streams."""
+        if not self._started:
+            return
+        if listening:
+            log.info("message listener connected again; serving")
+        else:
+            log.warning("message listener disconnected; health is NOT_SERVING until it is back")
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if listening
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        task = asyncio.ensure_future(self._set_health(status))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _set_health(self, status: int) -> None:
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, status)
+
     async def start(self) -> None:
         db.start_executor(self.settings.db_pool_size)
         await self.broker.start()
@@ -242,8 +268,8 @@ class DevicehubServer:
             self._sweeper = asyncio.create_task(self._expire_messages(), name="message-expiry")
         await self._server.start()
         await self._websocket.start(self.settings.grpc_host, self.settings.ws_port)
-        for name in ("", *SERVICE_NAMES):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self._started = True
         log.info("gRPC server listening on %s:%d", self.settings.grpc_host, self.port)
         _tune_garbage_collection()
 
