@@ -13,10 +13,23 @@
 --   * a response marked with devicehub-rest-body gets that literal JSON as its body;
 --   * a successful DELETE becomes 204 with an empty body;
 --   * the earlier devlog body, a bare JSON array, is wrapped as {"log_arrays": [...]}
---     so both documented shapes reach DevlogService.UploadDevlogs.
+--     so both documented shapes reach DevlogService.UploadDevlogs;
+--   * every error message is valid UTF-8 (invalid bytes become U+FFFD) and at most
+--     MAX_MESSAGE_BYTES long, whatever the request echoed into it;
+--   * limits answer in the documented shape: a body over the transcoder's limit (or over
+--     the gRPC server's receive limit once transcoded) 413 REQUEST_TOO_LARGE, a message
+--     stream beyond the stream cluster's circuit breaker 503 STREAM_LIMIT_REACHED (headers
+--     too large never reach this filter: envoy.yaml's local_reply_config answers 431).
 
 local REST = "devicehub.rest"
 local LEGACY_ARRAY_PATHS = { ["/api/v1/lux/device/devlog"] = "log_arrays" }
+local STREAM_PATHS = { ["/api/device/messages/stream"] = true }
+local MAX_MESSAGE_BYTES = 512
+-- Request headers beyond this many bytes (Envoy's own default limit) get 431 here, in the
+-- documented shape; the codec's limit (max_request_headers_kb in envoy.yaml) is higher,
+-- since its own 431 cannot know the path and always has the {"detail"} shape.
+local MAX_HEADER_BYTES = 60 * 1024
+local STREAM_LIMIT_MESSAGE = "Too many open streams. Please try again later."
 
 local DEFAULT_MESSAGES = {
   [400] = "Bad request",
@@ -24,7 +37,9 @@ local DEFAULT_MESSAGES = {
   [403] = "Permission denied",
   [404] = "Resource not found",
   [409] = "Conflict",
+  [413] = "Request body too large",
   [429] = "Too many requests",
+  [431] = "Request headers too large",
   [500] = "Internal server error. Please try again later.",
   [501] = "Not implemented",
   [503] = "Service temporarily unavailable. Please try again later.",
@@ -36,6 +51,8 @@ local DEFAULT_REASONS = {
   [401] = "UNAUTHENTICATED",
   [403] = "PERMISSION_DENIED",
   [404] = "ROUTE_NOT_FOUND",
+  [413] = "REQUEST_TOO_LARGE",
+  [431] = "HEADERS_TOO_LARGE",
   [500] = "INTERNAL",
   [503] = "SERVICE_UNAVAILABLE",
   [504] = "SERVICE_UNAVAILABLE",
@@ -43,6 +60,67 @@ local DEFAULT_REASONS = {
 
 local function percent_decode(text)
   return (text:gsub("%%(%x%x)", function(hex) return string.char(tonumber(hex, 16)) end))
+end
+
+-- The well-formed UTF-8 of text: each byte that does not start a valid sequence (stray
+-- continuation bytes, overlong forms, surrogates, beyond U+10FFFF, truncated) becomes U+FFFD.
+local REPLACEMENT = "\239\191\189"
+
+local function valid_utf8(text)
+  local out = {}
+  local i, n = 1, #text
+  while i <= n do
+    local c = text:byte(i)
+    local len = 0
+    if c < 0x80 then
+      len = 1
+    elseif c >= 0xC2 and c <= 0xDF then
+      len = 2
+    elseif c >= 0xE0 and c <= 0xEF then
+      len = 3
+    elseif c >= 0xF0 and c <= 0xF4 then
+      len = 4
+    end
+    local ok = len > 0 and i + len - 1 <= n
+    if ok and len > 1 then
+      for j = i + 1, i + len - 1 do
+        local b = text:byte(j)
+        if b < 0x80 or b > 0xBF then ok = false break end
+      end
+      local second = text:byte(i + 1)
+      if ok and ((c == 0xE0 and second < 0xA0) or (c == 0xED and second > 0x9F) or
+                 (c == 0xF0 and second < 0x90) or (c == 0xF4 and second > 0x8F)) then
+        ok = false
+      end
+    end
+    if ok then
+      out[#out + 1] = text:sub(i, i + len - 1)
+      i = i + len
+    else
+      out[#out + 1] = REPLACEMENT
+      i = i + 1
+    end
+  end
+  return table.concat(out)
+end
+
+-- A message fit for the error body: bounded (requests can echo megabytes into a message)
+-- and valid UTF-8 (the body must stay valid JSON).
+local function safe_message(text)
+  local cut = #text > MAX_MESSAGE_BYTES
+  text = valid_utf8(text:sub(1, MAX_MESSAGE_BYTES))
+  if #text > MAX_MESSAGE_BYTES then  -- U+FFFD takes 3 bytes: cut again, at a character
+    text = text:sub(1, MAX_MESSAGE_BYTES)
+    local last_lead = text:find("[\192-\255][\128-\191]*$")
+    if last_lead ~= nil then
+      local lead = text:byte(last_lead)
+      local need = lead >= 0xF0 and 4 or lead >= 0xE0 and 3 or 2
+      if #text - last_lead + 1 < need then text = text:sub(1, last_lead - 1) end
+    end
+    cut = true
+  end
+  if cut then text = text .. "..." end
+  return text
 end
 
 local JSON_ESCAPES = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f",
@@ -73,6 +151,15 @@ function envoy_on_request(request_handle)
   if path:sub(1, 12) == "/api/device/" or path == "/api/device" then
     style = "status"
   end
+  local size = 0
+  for name, value in pairs(headers) do
+    size = size + #name + #value
+  end
+  if size > MAX_HEADER_BYTES then
+    request_handle:respond({[":status"] = "431", ["content-type"] = "application/json"},
+      error_body(style, DEFAULT_MESSAGES[431], DEFAULT_REASONS[431]))
+    return
+  end
   local method = headers:get(":method") or ""
   -- Tells the server the call is transcoded REST: only then does it mark list responses.
   headers:replace("devicehub-rest-call", "1")
@@ -81,6 +168,10 @@ function envoy_on_request(request_handle)
   meta:set(REST, "method", method)
 
   local bare_path = path:gsub("%?.*$", ""):gsub("/$", "")
+  -- The SSE stream and the WebSocket channel (the stream and WebSocket clusters' limits).
+  if STREAM_PATHS[bare_path] or bare_path:match("^/api/device/messages/%d+$") then
+    meta:set(REST, "stream", "1")
+  end
   local array_field = LEGACY_ARRAY_PATHS[bare_path]
   if method == "POST" and array_field ~= nil then
     local body = request_handle:body()
@@ -93,9 +184,11 @@ function envoy_on_request(request_handle)
   end
 end
 
--- Transcoder replies to unparsable JSON are text/plain; name the problem.
-local function malformed_message(body_text)
-  local first_line = (body_text or ""):match("^[^\n]*") or ""
+-- Transcoder replies to unparsable JSON are text/plain; name the problem (their text
+-- quotes the request, so only its start is read).
+local function malformed_message(body)
+  local text = body:getBytes(0, math.min(body:length(), 4 * MAX_MESSAGE_BYTES))
+  local first_line = text:match("^[^\n]*") or ""
   if first_line == "" then
     return "Malformed request"
   end
@@ -119,16 +212,26 @@ function envoy_on_response(response_handle)
     local reason = headers:get("devicehub-error-reason") or DEFAULT_REASONS[http_status] or "INTERNAL"
     local grpc_message = headers:get("grpc-message")
     local from_server = headers:get("devicehub-error-reason") ~= nil
+    local overloaded = headers:get("x-envoy-overloaded") ~= nil
+    -- headers is out of scope once the body is read.
     local body = response_handle:body(true)
     local message
     if from_server and grpc_message ~= nil then
       message = percent_decode(grpc_message)
+    elseif grpc_status == "8" and grpc_message ~= nil and
+           percent_decode(grpc_message):find("larger than max", 1, true) then
+      -- The gRPC server's receive limit (the transcoded body can outgrow its JSON).
+      http_status, reason = 413, DEFAULT_REASONS[413]
+      message = DEFAULT_MESSAGES[413]
+    elseif http_status == 503 and rest["stream"] ~= nil and overloaded then
+      -- The stream cluster's circuit breaker: as many streams as allowed are open.
+      reason, message = "STREAM_LIMIT_REACHED", STREAM_LIMIT_MESSAGE
     elseif http_status == 400 and grpc_status == nil then
-      message = malformed_message(body:getBytes(0, body:length()))
+      message = malformed_message(body)
     else
       message = DEFAULT_MESSAGES[http_status] or "Request failed"
     end
-    body:setBytes(error_body(rest["style"], message, reason))
+    body:setBytes(error_body(rest["style"], safe_message(message), reason))
     headers = response_handle:headers()
     headers:replace(":status", tostring(http_status))
     headers:replace("content-type", "application/json")

@@ -1,13 +1,27 @@
 """The Envoy REST edge: renders ``envoy.yaml`` for the configured ports and runs Envoy.
 
 ``envoy.yaml`` at the repository root is a complete config for the default ports, run
-from the repository root. ``render_config`` adapts a copy to the settings: listen and
-admin ports, the gRPC upstream, absolute paths for the descriptor set and the Lua
-filter, and the transcoded services (every ``devicehub.v1`` service in the descriptor).
+from the repository root. ``render_config`` adapts a copy to the settings: the listen
+port, the admin socket, the gRPC upstreams, the limits, absolute paths for the
+descriptor set and the Lua filter, and the transcoded services (every ``devicehub.v1``
+service in the descriptor).
+
+Rules:
+
+- Envoy reaches the gRPC server(s) only over each worker's abstract Unix socket (also with
+  one worker), and sets ``x-forwarded-for`` from the real peer (trusting no client-sent
+  value): the server trusts that header only on calls that arrived on such a socket.
+- Message streams (``SubscribeMessages``: native gRPC and the SSE stream) have their own
+  cluster, ``devicehub_stream``, and WebSockets theirs, each limited to
+  ``max_streams`` concurrent streams; unary calls have generous limits of their own, so
+  open streams can never take unary calls down.
+- The admin interface is a Unix socket of mode 0600, never a TCP port.
 """
 
 from __future__ import annotations
 
+import os
+import resource
 import shutil
 import sys
 from pathlib import Path
@@ -24,8 +38,13 @@ TEMPLATE = REPO_ROOT / "envoy.yaml"
 LUA_FILTER = REPO_ROOT / "gateway" / "rest_edge.lua"
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 LUA = "envoy.filters.http.lua"
+BUFFER = "envoy.filters.http.buffer"
 GRPC_CLUSTER = "devicehub_grpc"
+STREAM_CLUSTER = "devicehub_stream"
 WS_CLUSTER = "devicehub_ws"
+# Longest path a Unix socket address holds (sun_path is 108 bytes with its NUL).
+MAX_SOCKET_PATH = 107
+ADMIN_SOCKET_MODE = 0o600
 
 
 def transcoded_services(descriptor_set: Path = DESCRIPTOR_SET) -> list[str]:
@@ -45,32 +64,67 @@ def _filters(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {f["name"]: f["typed_config"] for f in manager["http_filters"]}
 
 
+def admin_socket(settings: Settings) -> str:
+    """The absolute path of Envoy's admin socket; fails clearly if it is too long."""
+    path = str(settings.envoy_admin_path.absolute())
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        raise SystemExit(
+            f"Envoy admin socket path {path!r} is longer than {MAX_SOCKET_PATH} bytes: "
+            "set DEVICEHUB_ENVOY_ADMIN_SOCKET to a shorter path"
+        )
+    return path
+
+
+def _limits(requests: int, connections: int) -> dict[str, Any]:
+    """Circuit breaker thresholds: ``requests`` concurrent requests (streams), refused
+    beyond that. Connections and pending requests are not what is limited: a request
+    waiting for a connection is pending, and one beyond the connection limit would wait
+    (an HTTP/1 WebSocket forever) instead of being refused."""
+    return {
+        "thresholds": [
+            {
+                "max_connections": connections,
+                "max_pending_requests": connections,
+                "max_requests": requests,
+            }
+        ]
+    }
+
+
 def render_config(settings: Settings) -> str:
     config = yaml.safe_load(TEMPLATE.read_text())
-    config["admin"]["address"]["socket_address"].update(
-        address="127.0.0.1", port_value=settings.envoy_admin_port
-    )
+    config["admin"]["address"] = {
+        "pipe": {"path": admin_socket(settings), "mode": ADMIN_SOCKET_MODE}
+    }
+    monitor = config["overload_manager"]["resource_monitors"][0]["typed_config"]
+    monitor["max_active_downstream_connections"] = settings.max_connections
     listener = config["static_resources"]["listeners"][0]
     listener["address"]["socket_address"].update(
         address=settings.http_host, port_value=settings.http_port
     )
-    upstreams = {
-        GRPC_CLUSTER: settings.grpc_port,
-        WS_CLUSTER: settings.ws_port,
-    }
     for cluster in config["static_resources"]["clusters"]:
         endpoints = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
-        endpoints[0]["endpoint"]["address"]["socket_address"].update(
-            address=settings.grpc_host, port_value=upstreams[cluster["name"]]
-        )
-        if cluster["name"] == GRPC_CLUSTER and settings.workers > 1:
-            # One endpoint per worker process: requests are balanced across all of them.
+        if cluster["name"] == WS_CLUSTER:
+            endpoints[0]["endpoint"]["address"]["socket_address"].update(
+                address=settings.grpc_host, port_value=settings.ws_port
+            )
+            cluster["circuit_breakers"] = _limits(settings.max_streams, settings.max_connections)
+        elif cluster["name"] in (GRPC_CLUSTER, STREAM_CLUSTER):
+            if cluster["name"] == STREAM_CLUSTER:
+                cluster["circuit_breakers"] = _limits(
+                    settings.max_streams, settings.max_connections
+                )
+            # One endpoint per worker process's abstract socket, also with one worker:
+            # requests are balanced across all of them, and the server trusts
+            # x-forwarded-for only on calls that arrive there (from Envoy).
             endpoints[:] = [
                 {"endpoint": {"address": {"pipe": {"path": "@" + worker_address(settings, i)}}}}
                 for i in range(settings.workers)
             ]
     filters = _filters(config)
     filters[TRANSCODER]["proto_descriptor"] = str(DESCRIPTOR_SET)
+    filters[BUFFER]["max_request_bytes"] = settings.max_request_bytes
+    filters[TRANSCODER]["max_request_body_size"] = settings.max_request_bytes
     filters[TRANSCODER]["services"] = transcoded_services()
     filters[LUA]["default_source_code"] = {"filename": str(LUA_FILTER)}
     return yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
@@ -84,9 +138,19 @@ def envoy_binary() -> str:
     return found
 
 
+def raise_open_file_limit() -> None:
+    """Raises this process's soft limit on open files to the hard limit, for Envoy to
+    inherit: every downstream connection (each open stream) is a file descriptor, and the
+    usual soft limit of 1,024 would refuse connections long before the configured limits."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def envoy_command(settings: Settings) -> list[str]:
     """Writes the rendered config into the data directory; returns Envoy's command line."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    raise_open_file_limit()
     path = settings.data_dir / f"envoy-{settings.http_port}.yaml"
     path.write_text(render_config(settings))
     return [
