@@ -129,7 +129,6 @@ def test_serve_stops_cleanly_on_signals(stack, tmp_path, signal_name):
         "DEVICEHUB_DATA_DIR": str(tmp_path),
     }
     env["DEVICEHUB_HTTP_PORT"] = str(free_port())
-    env["DEVICEHUB_ENVOY_ADMIN_PORT"] = str(free_port())
     env["DEVICEHUB_WS_PORT"] = str(free_port())
     process = subprocess.Popen([DEVICEHUB, "serve"], env=env, stdout=subprocess.PIPE, text=True)
     lines = [process.stdout.readline() for _ in range(3)]

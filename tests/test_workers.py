@@ -3,11 +3,13 @@
 The session stacks run two workers (``conftest.stack_env``), so every other test already
 goes through them; these tests check the worker-specific behaviour: Envoy balancing,
 each worker's own socket, messages and rate limits across workers, and the supervisor's
-start-up and shutdown.
+start-up, shutdown, replacement of a dead worker and crash-loop limit (the fault tests
+under load are in test_faults_workers.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -19,14 +21,22 @@ from pathlib import Path
 
 import grpc
 import pytest
-import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from test_messaging import Subscription, bound_user, grpc_text, stub_for
 from test_rtc import bound_user as user_with_device
 
 from devicehub.v1 import rtc_pb2, rtc_pb2_grpc
+from devicehub.workers import RestartPolicy, RestartTracker
 
-from conftest import DEVICEHUB, Stack, free_port, stack_env, stop_process
+from conftest import (
+    DEVICEHUB,
+    Stack,
+    envoy_admin,
+    free_port,
+    stack_env,
+    stop_process,
+    within_one_window,
+)
 
 WORKERS = 2
 
@@ -61,6 +71,44 @@ def worker_pids(parent: int) -> list[int]:
         if ppid == parent and b"spawn_main" in cmdline:
             pids.append(int(entry.name))
     return sorted(pids)
+
+
+def worker_pid(parent: int, grpc_port: int | str, index: int) -> int | None:
+    """The pid of ``parent``'s worker ``index``: the process that listens on that
+    worker's own abstract socket (/proc/net/unix gives the socket's inode)."""
+    name = "@" + worker_target(grpc_port, index).removeprefix("unix-abstract:")
+    inodes = set()
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) == 8 and fields[7] == name:
+            inodes.add(f"socket:[{fields[6]}]")
+    for pid in worker_pids(parent):
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in inodes:
+                        return pid
+    return None
+
+
+def replaced(parent: int, grpc_port: int | str, index: int, old: int) -> int | None:
+    """Waits until ``parent``'s worker ``index`` is a new process other than ``old`` that
+    serves on its socket; its pid (None if that did not happen in time)."""
+    found: list[int] = []
+
+    def serving() -> bool:
+        pid = worker_pid(parent, grpc_port, index)
+        if pid is None or pid == old:
+            return False
+        with worker_channel(int(grpc_port), index) as channel:
+            try:
+                serves = health_status(channel) == health_pb2.HealthCheckResponse.SERVING
+            except grpc.RpcError:
+                return False
+        found.append(pid)
+        return serves
+
+    return found[-1] if wait_until(serving, 60) else None
 
 
 def alive(pid: int) -> bool:
@@ -120,11 +168,9 @@ def test_every_worker_serves_on_its_own_socket(stack):
 
 
 def test_envoy_balances_rest_calls_over_every_worker(stack):
-    admin = f"http://127.0.0.1:{stack.env['DEVICEHUB_ENVOY_ADMIN_PORT']}/clusters"
-
     def served_by_worker() -> dict[str, int]:
         counts = {}
-        for line in requests.get(admin, timeout=5).text.splitlines():
+        for line in envoy_admin(stack.env, "/clusters").splitlines():
             name, _, rest = line.partition("::")
             if name == "devicehub_grpc" and "::rq_total::" in rest:
                 endpoint, _, value = rest.partition("::rq_total::")
@@ -179,6 +225,7 @@ def test_get_by_mac_rate_limit_is_shared_by_the_workers(stack, tmp_path):
     ):
         request = rtc_pb2.GetRtcTokenByMacRequest(mac_address=device["mac_address"])
         stubs = [rtc_pb2_grpc.RtcServiceStub(first), rtc_pb2_grpc.RtcServiceStub(second)]
+        within_one_window(60, needed=10)
         for call in range(3):
             assert stubs[call % 2].GetRtcTokenByMac(request).data.user_id
         for stub in stubs:
@@ -200,13 +247,78 @@ def test_sigterm_drains_and_stops_every_worker(tmp_path):
     assert not any(alive(pid) for pid in workers)
 
 
-def test_a_dying_worker_stops_the_service_with_an_error(tmp_path):
+def test_a_killed_worker_is_replaced_while_the_other_serves(tmp_path):
     with serve(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite3'}") as server:
-        first, *others = worker_pids(server.pid)
+        victim, survivor = (
+            worker_pid(server.pid, server.grpc_port, 0),
+            worker_pid(server.pid, server.grpc_port, 1),
+        )
+        assert victim and survivor
+        os.kill(victim, signal.SIGKILL)
+        with worker_channel(server.grpc_port, 1) as channel:
+            # The other worker answers while the victim is down and being replaced.
+            assert health_status(channel) == health_pb2.HealthCheckResponse.SERVING
+        new = replaced(server.pid, server.grpc_port, 0, victim)
+        assert new is not None, "worker 0 was not replaced"
+        assert worker_pid(server.pid, server.grpc_port, 1) == survivor
+        assert sorted(worker_pids(server.pid)) == sorted([new, survivor])
+        assert server.poll() is None
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(30) == 0
+        output = server.stdout.read()
+    assert f"worker 0 (pid {victim}) died: killed by SIGKILL" in output, output
+    assert not any(alive(pid) for pid in (new, survivor))
+
+
+def test_a_worker_in_a_crash_loop_stops_the_service(tmp_path):
+    database = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    with serve(tmp_path, database, restart_limit="2", restart_window="120") as server:
+        first = worker_pid(server.pid, server.grpc_port, 1)
+        assert first
         os.kill(first, signal.SIGKILL)
-        assert server.wait(30) == 1
-        assert "a worker process exited" in server.stdout.read()
+        second = replaced(server.pid, server.grpc_port, 1, first)
+        assert second is not None, "worker 1 was not replaced"
+        others = worker_pids(server.pid)
+        os.kill(second, signal.SIGKILL)  # its second death within the window
+        assert server.wait(60) == 1
+        output = server.stdout.read()
+    assert "worker 1 died 2 times within 120 s" in output, output
     assert wait_until(lambda: not any(alive(pid) for pid in others))
+
+
+def test_a_failure_after_the_workers_started_stops_them(tmp_path):
+    env = {**stack_env(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite3'}"), "DEVICEHUB_WORKERS": "2"}
+    # Envoy's config cannot be written (a directory is in the way): ``serve`` fails after
+    # its workers have started, and must stop them rather than wait for them forever.
+    (tmp_path / f"envoy-{env['DEVICEHUB_HTTP_PORT']}.yaml").mkdir()
+    process = subprocess.Popen(
+        [DEVICEHUB, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()  # its workers follow (PR_SET_PDEATHSIG)
+        process.wait()
+    output = process.stdout.read()
+    assert process.returncode == 1, output
+    assert "IsADirectoryError" in output and "stopped" in output, output
+    with socket.socket() as probe:  # no worker is left listening on the gRPC port
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", int(env["DEVICEHUB_GRPC_PORT"])))
+
+
+def test_restarts_back_off_and_a_crash_loop_gives_up():
+    policy = RestartPolicy(limit=5, window=60)
+    tracker = RestartTracker("worker 0", policy)
+    assert [tracker.record_death(now) for now in (0, 1, 2, 3)] == [0.5, 1, 2, 4]
+    assert tracker.record_death(4) is None  # the 5th death within 60 s
+    assert tracker.crash_loop_message().startswith("worker 0 died 5 times within 60 s")
+    calm = RestartTracker("envoy", policy)
+    assert [calm.record_death(now) for now in (0, 10)] == [0.5, 1]
+    assert calm.record_death(65) == 1  # the death at 0 s no longer counts
+    assert calm.record_death(200) == 0.5  # a healthy window: back to the first delay
+    patient = RestartTracker("worker 1", RestartPolicy(limit=100, window=1000))
+    assert [patient.record_death(now) for now in range(9)][-3:] == [30, 30, 30]
 
 
 def test_grpc_port_taken_by_another_process_is_a_clear_error(tmp_path):

@@ -16,6 +16,7 @@ from devicehub import accounts, db
 from devicehub.config import Settings
 from devicehub.errors import DomainError
 from devicehub.migrate import apply_migrations
+from devicehub.workers import RestartPolicy, RestartTracker, describe_exit, pdeathsig_preexec
 
 log = logging.getLogger("devicehub")
 
@@ -46,11 +47,47 @@ def cmd_create_admin(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _run_envoy(settings: Settings) -> asyncio.subprocess.Process:
-    from devicehub.gateway import envoy_command
+class Gateway:
+    """Envoy as a supervised child of ``serve``: restarted like a worker when it dies
+    (``devicehub.workers``: backoff, crash-loop limit), and dying with ``serve``."""
 
-    process = await asyncio.create_subprocess_exec(*envoy_command(settings))
-    return process
+    def __init__(self, settings: Settings, policy: RestartPolicy) -> None:
+        self.settings = settings
+        self.process: asyncio.subprocess.Process | None = None
+        self._tracker = RestartTracker("envoy", policy)
+
+    async def start(self) -> None:
+        from devicehub.gateway import envoy_command
+
+        self.process = await asyncio.create_subprocess_exec(
+            *envoy_command(self.settings), preexec_fn=pdeathsig_preexec()
+        )
+
+    async def supervise(self) -> str:
+        """Restarts Envoy whenever it exits; returns (the reason) on a crash loop."""
+        while True:
+            assert self.process is not None
+            code = await self.process.wait()
+            delay = self._tracker.record_death()
+            what = f"envoy (pid {self.process.pid}) exited: {describe_exit(code)}"
+            if delay is None:
+                log.error("%s", what)
+                return self._tracker.crash_loop_message()
+            log.error("%s; starting it again in %.1f s", what, delay)
+            await asyncio.sleep(delay)
+            await self.start()
+            log.warning("envoy restarted: pid %s", self.process.pid)
+
+    async def stop(self) -> None:
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), 10)
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
 
 
 async def _serve(settings: Settings, with_gateway: bool, with_grpc: bool = True) -> int:
@@ -62,55 +99,59 @@ async def _serve(settings: Settings, with_gateway: bool, with_grpc: bool = True)
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
 
-    server = None
-    pool = None
-    if with_grpc:
-        apply_migrations(_open(settings))
-        if settings.workers > 1:
-            settings = reserve_grpc_port(settings)
-            settings.signing_key()  # created once here, read by every worker
-            pool = WorkerPool(settings)
-            await pool.start()
-            port = settings.grpc_port
-        else:
-            server = DevicehubServer(settings)
-            await server.start()
-            port = server.port
-        workers = f" ({settings.workers} workers)" if pool else ""
-        print(f"gRPC  listening on {settings.grpc_host}:{port}{workers}", flush=True)
-    envoy = None
-    if with_gateway:
-        envoy = await _run_envoy(settings)
-        print(f"REST  listening on http://{settings.http_host}:{settings.http_port}", flush=True)
-    print("press Ctrl-C to stop", flush=True)
+    policy = RestartPolicy.from_settings(settings)
+    server: DevicehubServer | None = None
+    pool: WorkerPool | None = None
+    gateway: Gateway | None = None
+    waiters: list[asyncio.Future[Any]] = []
+    # Whatever fails below, the children are stopped: an exception that left the workers
+    # running would hang the interpreter's exit (multiprocessing joins its children).
+    try:
+        if with_grpc:
+            apply_migrations(_open(settings))
+            if settings.workers > 1:
+                settings = reserve_grpc_port(settings)
+                settings.signing_key()  # created once here, read by every worker
+                pool = WorkerPool(settings, policy)
+                await pool.start()
+                port = settings.grpc_port
+            else:
+                single = DevicehubServer(settings)
+                await single.start()
+                server, port = single, single.port
+            workers = f" ({settings.workers} workers)" if pool else ""
+            print(f"gRPC  listening on {settings.grpc_host}:{port}{workers}", flush=True)
+        if with_gateway:
+            gateway = Gateway(settings, policy)
+            await gateway.start()
+            rest = f"http://{settings.http_host}:{settings.http_port}"
+            print(f"REST  listening on {rest}", flush=True)
+        print("press Ctrl-C to stop", flush=True)
 
-    waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
-    if envoy is not None:
-        waiters.append(asyncio.ensure_future(envoy.wait()))
-    if pool is not None:
-        waiters.append(asyncio.ensure_future(pool.wait()))
-    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    code = 0
-    if not stop.is_set():
-        if envoy is not None and envoy.returncode is not None:
-            log.error("envoy exited with status %s", envoy.returncode)
-        else:
-            log.error("a worker process exited; stopping")
-        code = 1
-    # Envoy first, so no new REST calls arrive; then drain the gRPC server(s).
-    if envoy is not None and envoy.returncode is None:
-        envoy.terminate()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(envoy.wait(), 10)
-        if envoy.returncode is None:
-            envoy.kill()
-    if server is not None:
-        await server.stop()
-    if pool is not None:
-        await pool.stop()
-    for waiter in waiters:
-        waiter.cancel()
-    print("stopped", flush=True)
+        supervisors: list[asyncio.Future[str]] = []
+        if gateway is not None:
+            supervisors.append(asyncio.ensure_future(gateway.supervise()))
+        if pool is not None:
+            supervisors.append(asyncio.ensure_future(pool.supervise()))
+        waiters = [asyncio.ensure_future(stop.wait()), *supervisors]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        code = 0
+        for supervisor in supervisors:
+            if supervisor.done():
+                reason = supervisor.result()  # a crash loop
+                log.error("%s", reason)
+                code = 1
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        # Envoy first, so no new REST calls arrive; then drain the gRPC server(s).
+        if gateway is not None:
+            await gateway.stop()
+        if server is not None:
+            await server.stop()
+        if pool is not None:
+            await pool.stop()
+        print("stopped", flush=True)
     return code
 
 

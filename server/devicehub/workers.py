@@ -8,21 +8,40 @@ each worker's own socket, since its few long-lived HTTP/2 connections would othe
 land on one worker. Live streams work across workers: a message stored by any worker
 reaches subscribers on every worker (PostgreSQL LISTEN/NOTIFY; on SQLite, polling).
 
-A worker ignores SIGINT (a terminal's Ctrl-C reaches the whole process group) and drains
-on SIGTERM, which the supervisor sends after Envoy has stopped. A worker that dies stops
-the service with an error, like Envoy exiting does.
+Supervision rules:
+
+- A worker ignores SIGINT (a terminal's Ctrl-C reaches the whole process group) and drains
+  on SIGTERM, which the supervisor sends after Envoy has stopped.
+- A worker that dies is replaced by a new process with the same index, so it listens on
+  the same sockets (the shared port, its own Unix socket) and worker 0's duties (the
+  message expiry sweep) go on. The others keep serving meanwhile.
+- Restarts back off (``RestartPolicy``): 0.5 s after the first death, doubling up to 30 s,
+  counting only the deaths of the last ``DEVICEHUB_RESTART_WINDOW`` seconds, so a process
+  that stayed up that long starts again from 0.5 s. The ``DEVICEHUB_RESTART_LIMIT``-th
+  death within the window is a crash loop: the service stops with an error, for the
+  process manager (or the operator) to look at. Envoy is supervised the same way
+  (``devicehub.cli``).
+- A worker that does not start at all with the service (``WorkerPool.start``) is not
+  retried: that is a configuration error, reported at once.
+- Children die with the supervisor (PR_SET_PDEATHSIG), so a crashed ``serve`` leaves no
+  orphan holding its ports; the ports are probed with SO_REUSEADDR, so the sockets a
+  crash leaves in TIME_WAIT never block the restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ctypes
 import dataclasses
 import logging
 import multiprocessing
+import os
 import signal
 import socket
+import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
@@ -35,6 +54,58 @@ _PR_SET_PDEATHSIG = 1
 START_TIMEOUT = 60.0
 
 
+@dataclasses.dataclass(frozen=True)
+class RestartPolicy:
+    """When a supervised process (a worker, Envoy) that died is started again."""
+
+    limit: int = 5  # this many deaths within ``window`` seconds stop the service
+    window: float = 60.0
+    first_delay: float = 0.5
+    max_delay: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RestartPolicy:
+        return cls(limit=settings.restart_limit, window=settings.restart_window)
+
+
+class RestartTracker:
+    """The recent deaths of one supervised process, and the delay before its next start."""
+
+    def __init__(self, name: str, policy: RestartPolicy) -> None:
+        self.name = name
+        self.policy = policy
+        self._deaths: collections.deque[float] = collections.deque()
+
+    def record_death(self, now: float | None = None) -> float | None:
+        """Seconds to wait before starting the process again; None: a crash loop, give up."""
+        now = time.monotonic() if now is None else now
+        while self._deaths and now - self._deaths[0] > self.policy.window:
+            self._deaths.popleft()
+        self._deaths.append(now)
+        recent = len(self._deaths)
+        if recent >= self.policy.limit:
+            return None
+        return min(self.policy.max_delay, self.policy.first_delay * 2 ** (recent - 1))
+
+    def crash_loop_message(self) -> str:
+        return (
+            f"{self.name} died {len(self._deaths)} times within {self.policy.window:g} s "
+            f"(DEVICEHUB_RESTART_LIMIT={self.policy.limit}); stopping the service"
+        )
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """``exit status 3`` or ``killed by SIGKILL``, from a multiprocessing/asyncio exit code."""
+    if exitcode is None:
+        return "exit status unknown"
+    if exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit status {exitcode}"
+
+
 def worker_address(settings: Settings, index: int) -> str:
     """The name of worker ``index``'s own abstract Unix socket, which Envoy balances over
     (abstract: nothing to clean up; named after the shared gRPC port, which is unique)."""
@@ -43,9 +114,15 @@ def worker_address(settings: Settings, index: int) -> str:
 
 def reserve_grpc_port(settings: Settings) -> Settings:
     """Checks that the gRPC port is free (SO_REUSEPORT would silently share a port with
-    another server); resolves port 0 to a free port all workers then share."""
+    another server); resolves port 0 to a free port all workers then share.
+
+    SO_REUSEADDR, as every server sets it: connections of a stopped or crashed server
+    linger in TIME_WAIT for a minute, and must not block its restart. A socket that
+    listens on the port still makes the bind fail, which is the point of the probe.
+    """
     family = socket.AF_INET6 if ":" in settings.grpc_host.strip("[]") else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((settings.grpc_host.strip("[]"), settings.grpc_port))
         except OSError as error:
@@ -54,10 +131,24 @@ def reserve_grpc_port(settings: Settings) -> Settings:
     return dataclasses.replace(settings, grpc_port=port)
 
 
-def _die_with_parent() -> None:
-    """Asks Linux to SIGTERM this worker if the supervisor dies without stopping it."""
+def _prctl() -> Callable[..., int] | None:
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+    return None
+
+
+def die_with_parent(parent: int, prctl: Callable[..., int] | None = None) -> None:
+    """Asks Linux to SIGTERM this process when its parent dies without stopping it.
+
+    Linux sends the signal when the parent's *thread* that started this process ends:
+    the supervisor starts its children from its main thread. A parent that died before
+    the request was made is caught by comparing the parent's pid.
+    """
+    prctl = prctl or _prctl()
+    if prctl is not None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 async def _serve_worker(settings: Settings, index: int, ready: Connection) -> None:
@@ -74,9 +165,9 @@ async def _serve_worker(settings: Settings, index: int, ready: Connection) -> No
     await server.stop()
 
 
-def _worker_main(settings: Settings, index: int, ready: Connection) -> None:
+def _worker_main(settings: Settings, index: int, ready: Connection, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
+    die_with_parent(parent)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format=f"%(asctime)s %(levelname)s worker-{index} %(name)s: %(message)s",
@@ -90,26 +181,48 @@ def _worker_main(settings: Settings, index: int, ready: Connection) -> None:
 
 
 class WorkerPool:
-    """Starts, watches and stops the worker processes of one ``devicehub serve``."""
+    """Starts, watches, replaces and stops the worker processes of one ``devicehub serve``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, policy: RestartPolicy | None = None) -> None:
         self.settings = settings
-        self._processes: list[BaseProcess] = []
+        self.policy = policy or RestartPolicy.from_settings(settings)
+        self._context = multiprocessing.get_context("spawn")
+        self._processes: dict[int, BaseProcess] = {}
+        self._trackers = {
+            index: RestartTracker(f"worker {index}", self.policy)
+            for index in range(settings.workers)
+        }
+        self._restarts: set[asyncio.Task[None]] = set()
+        self._exited: asyncio.Queue[int] = asyncio.Queue()
+        self._stopping = False
+
+    def _spawn(self, index: int) -> Connection:
+        """Starts worker ``index`` (from the event loop's thread: see ``die_with_parent``);
+        returns the pipe on which it reports that it is ready."""
+        receiver, sender = self._context.Pipe(duplex=False)
+        process = self._context.Process(
+            target=_worker_main,
+            args=(self.settings, index, sender, os.getpid()),
+            name=f"devicehub-worker-{index}",
+        )
+        process.start()
+        sender.close()
+        self._processes[index] = process
+        self._watch(index, process)
+        return receiver
+
+    def _watch(self, index: int, process: BaseProcess) -> None:
+        loop = asyncio.get_running_loop()
+
+        def on_exit() -> None:
+            loop.remove_reader(process.sentinel)
+            if self._processes.get(index) is process and not self._stopping:
+                self._exited.put_nowait(index)
+
+        loop.add_reader(process.sentinel, on_exit)
 
     async def start(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        pipes = []
-        for index in range(self.settings.workers):
-            receiver, sender = context.Pipe(duplex=False)
-            process = context.Process(
-                target=_worker_main,
-                args=(self.settings, index, sender),
-                name=f"devicehub-worker-{index}",
-            )
-            process.start()
-            sender.close()
-            self._processes.append(process)
-            pipes.append(receiver)
+        pipes = [self._spawn(index) for index in range(self.settings.workers)]
         for index, receiver in enumerate(pipes):
             answer = await asyncio.to_thread(self._await_ready, receiver)
             if answer != "ready":
@@ -126,36 +239,63 @@ class WorkerPool:
             except EOFError:
                 return "exited during start-up"
 
-    async def wait(self) -> int:
-        """Returns when any worker exits; its exit code."""
-        loop = asyncio.get_running_loop()
-        exited: asyncio.Future[int] = loop.create_future()
-        for process in self._processes:
+    async def supervise(self) -> str:
+        """Replaces every worker that dies; returns (the reason) when one is in a crash
+        loop. Runs until then or until cancelled."""
+        while True:
+            index = await self._exited.get()
+            process = self._processes[index]
+            await asyncio.to_thread(process.join)
+            tracker = self._trackers[index]
+            delay = tracker.record_death()
+            what = f"worker {index} (pid {process.pid}) died: {describe_exit(process.exitcode)}"
+            if delay is None:
+                log.error("%s", what)
+                return tracker.crash_loop_message()
+            log.error("%s; starting a new one in %.1f s", what, delay)
+            task = asyncio.create_task(self._replace(index, delay), name=f"replace-{index}")
+            self._restarts.add(task)
+            task.add_done_callback(self._restarts.discard)
 
-            def on_exit(process: BaseProcess = process) -> None:
-                loop.remove_reader(process.sentinel)
-                if not exited.done():
-                    process.join()
-                    exited.set_result(process.exitcode or 0)
-
-            loop.add_reader(process.sentinel, on_exit)
-        try:
-            return await exited
-        finally:
-            for process in self._processes:
-                with contextlib.suppress(ValueError, OSError):
-                    loop.remove_reader(process.sentinel)
+    async def _replace(self, index: int, delay: float) -> None:
+        await asyncio.sleep(delay)
+        receiver = self._spawn(index)
+        process = self._processes[index]
+        answer = await asyncio.to_thread(self._await_ready, receiver)
+        if answer == "ready":
+            log.warning("worker %d replaced: pid %s is serving", index, process.pid)
+            return
+        # Its exit (now, or once killed) counts as the next death of a crash loop.
+        log.error("new worker %d (pid %s) did not start: %s", index, process.pid, answer)
+        if process.is_alive():
+            process.kill()
 
     async def stop(self) -> None:
         """SIGTERM to every worker (each drains its calls), then waits for them."""
-        for process in self._processes:
+        self._stopping = True
+        for task in list(self._restarts):
+            task.cancel()
+        processes = list(self._processes.values())
+        for process in processes:
             if process.is_alive() and process.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     process.terminate()
         deadline = self.settings.shutdown_grace + 15
-        for process in self._processes:
+        for process in processes:
             await asyncio.to_thread(process.join, deadline)
             if process.is_alive():
                 log.error("worker %s did not stop; killing it", process.name)
                 process.kill()
                 await asyncio.to_thread(process.join, 5)
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(process.sentinel)
+
+
+def pdeathsig_preexec() -> Callable[[], None]:
+    """A ``preexec_fn`` for a child process other than a worker (Envoy): it dies with us.
+
+    prctl is looked up here, in the parent: after ``fork`` in a process with threads, the
+    child must not load libraries (the loader's lock may be held by a thread that is gone).
+    """
+    parent, prctl = os.getpid(), _prctl()
+    return lambda: die_with_parent(parent, prctl)
