@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,7 +26,10 @@ from conftest import (
     free_port,
     metadata,
     new_device,
+    query_database,
+    random_mac,
     stop_process,
+    within_one_window,
 )
 
 GENERATE = "/api/device/rtc-token/generate/"
@@ -317,6 +323,7 @@ def test_get_by_mac_is_rate_limited_per_mac(stack, tmp_path):
         def call(mac: str) -> rtc_pb2.RtcTokenResponse:
             return stub.GetRtcTokenByMac(rtc_pb2.GetRtcTokenByMacRequest(mac_address=mac))
 
+        within_one_window(60, needed=10)
         call(limited["mac_address"])
         call(limited["mac_address"].lower())  # the same MAC, however it is spelled
         with pytest.raises(grpc.RpcError) as raised:
@@ -342,3 +349,175 @@ def test_not_configured_is_unavailable(stack, tmp_path):
                 call()
             assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
             assert raised.value.details() == "RTC is not configured"
+
+
+# --- device secrets and signed get_by_mac ------------------------------------------
+
+SECRETS = "/api/device/device-secrets"
+
+
+def sign(secret: str, mac: str, timestamp: int) -> str:
+    """What firmware sends: hex HMAC-SHA256 keyed with the secret of ``<MAC>:<timestamp>``."""
+    return hmac.new(secret.encode(), f"{mac}:{timestamp}".encode(), hashlib.sha256).hexdigest()
+
+
+def issue(stack, token: str, **body):
+    return stack.request("POST", SECRETS, token, json=body)
+
+
+def issued_secret(stack, device: dict) -> str:
+    response = issue(stack, stack.admin_token, device_ids=[device["id"]])
+    assert response.status_code == 200, response.text
+    (item,) = response.json()["secrets"]
+    return item["secret"]
+
+
+def signed_by_mac(stack, mac: str, secret: str, timestamp: int | None = None, **params):
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    return by_mac(
+        stack, mac, timestamp=timestamp, signature=sign(secret, mac.upper(), timestamp), **params
+    )
+
+
+def test_issuing_device_secrets_is_admin_only(stack, user):
+    device = new_device(stack)
+    _, token = user
+    assert error(issue(stack, token, device_ids=[device["id"]])) == (403, "PERMISSION_DENIED")
+    assert error(issue(stack, "", device_ids=[device["id"]])) == (401, "UNAUTHENTICATED")
+    stub = rtc_pb2_grpc.RtcServiceStub(stack.channel())
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.IssueDeviceSecrets(
+            rtc_pb2.IssueDeviceSecretsRequest(device_ids=[device["id"]]), metadata=metadata(token)
+        )
+    assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_device_secret_is_shown_once_and_stored_hashed(stack):
+    _, _, device = bound_user(stack)
+    response = issue(stack, stack.admin_token, device_ids=[device["id"]])
+    assert response.status_code == 200, response.text
+    (item,) = response.json()["secrets"]
+    assert item["device_id"] == device["id"]
+    assert (item["mac_address"], item["device_code"]) == (
+        device["mac_address"],
+        device["device_code"],
+    )
+    assert re.fullmatch(r"[0-9a-f]{64}", item["secret"]) and item["generation"] == 1
+    # Nowhere to read it again: not in the device, not in the database.
+    for path in (f"/api/device/devices/{device['id']}/", "/api/device/devices/"):
+        assert item["secret"] not in stack.request("GET", path, stack.admin_token).text
+    rows = query_database(
+        stack,
+        "SELECT generation, secret_sha256 FROM device_credential WHERE device_id = ?",
+        (device["id"],),
+    )
+    assert [tuple(row) for row in rows] == [
+        (1, hashlib.sha256(item["secret"].encode()).hexdigest())
+    ]
+    assert item["secret"] not in repr(query_database(stack, "SELECT * FROM device_credential"))
+    # Issuing again replaces it: the old secret no longer signs.
+    again = issue(stack, stack.admin_token, device_ids=[device["id"]]).json()["secrets"][0]
+    assert again["generation"] == 2 and again["secret"] != item["secret"]
+    assert error(signed_by_mac(stack, device["mac_address"], item["secret"])) == (
+        401,
+        "DEVICE_SIGNATURE_INVALID",
+    )
+    token_data(signed_by_mac(stack, device["mac_address"], again["secret"]))
+
+
+def test_device_secrets_for_a_whole_batch(stack):
+    admin = stack.admin_token
+    device_type = create_type(stack, admin)
+    batch = create_batch(stack, admin, device_type["id"])
+    response = stack.request(
+        "POST",
+        "/api/device/devices/batch_create/",
+        admin,
+        json={
+            "device_type": device_type["id"],
+            "batch": batch["id"],
+            "start_serial": "00001",
+            "count": 5,
+            "mac_prefix": random_mac()[:8],
+        },
+    )
+    assert response.status_code == 200, response.text
+    created = response.json()["data"]
+    secrets = issue(stack, admin, batch_id=batch["id"]).json()["secrets"]
+    assert [item["device_id"] for item in secrets] == sorted(created)
+    assert len({item["secret"] for item in secrets}) == 5
+    assert error(issue(stack, admin, batch_id=10**9)) == (404, "DEVICE_BATCH_NOT_FOUND")
+    assert error(issue(stack, admin, device_ids=[10**9])) == (404, "DEVICE_NOT_FOUND")
+    assert error(issue(stack, admin)) == (400, "INVALID_ARGUMENT")
+
+
+def test_signed_get_by_mac_over_rest_and_grpc(stack):
+    account, _, device = bound_user(stack)
+    secret = issued_secret(stack, device)
+    now = int(time.time())
+    data = token_data(signed_by_mac(stack, device["mac_address"].lower(), secret, now - 2))
+    assert (data["room_id"], data["user_id"]) == (f"{account['id']:08d}", f"device-{device['id']}")
+    verified(data)
+    stub = rtc_pb2_grpc.RtcServiceStub(stack.channel())
+    now -= 1  # another signature: the REST call's is used up
+    response = stub.GetRtcTokenByMac(
+        rtc_pb2.GetRtcTokenByMacRequest(
+            mac_address=device["mac_address"],
+            timestamp=now,
+            signature=sign(secret, device["mac_address"], now),
+        )
+    )
+    assert response.data.user_id == f"device-{device['id']}"
+    # Unsigned calls keep working in the default mode (existing firmware).
+    token_data(by_mac(stack, device["mac_address"]))
+
+
+def test_bad_stale_and_replayed_signatures_are_refused(stack):
+    _, _, device = bound_user(stack)
+    mac = device["mac_address"]
+    secret = issued_secret(stack, device)
+    now = int(time.time())
+    refused = (401, "DEVICE_SIGNATURE_INVALID")
+    assert error(by_mac(stack, mac, timestamp=now, signature="0" * 64)) == refused
+    assert error(by_mac(stack, mac, timestamp=now, signature="not hex ü")) == refused
+    assert error(by_mac(stack, mac, timestamp=now)) == refused  # timestamp without signature
+    assert error(signed_by_mac(stack, mac, "f" * 64, now)) == refused  # another secret
+    assert error(signed_by_mac(stack, mac, secret, now - 400)) == refused  # stale
+    assert error(signed_by_mac(stack, mac, secret, now + 400)) == refused  # from the future
+    first = signed_by_mac(stack, mac, secret, now - 5)
+    token_data(first)
+    assert error(signed_by_mac(stack, mac, secret, now - 5)) == refused  # replayed
+    # A device that has no secret cannot sign.
+    _, _, other = bound_user(stack)
+    assert error(signed_by_mac(stack, other["mac_address"], secret, now)) == refused
+
+
+def test_required_mode_refuses_unsigned_calls(stack, tmp_path):
+    _, _, device = bound_user(stack)
+    secret = issued_secret(stack, device)
+    mac = device["mac_address"]
+    with extra_server(stack, tmp_path, DEVICEHUB_RTC_DEVICE_AUTH="required") as channel:
+        stub = rtc_pb2_grpc.RtcServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.GetRtcTokenByMac(rtc_pb2.GetRtcTokenByMacRequest(mac_address=mac))
+        assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert raised.value.details() == "Device signature required"
+        now = int(time.time())
+        response = stub.GetRtcTokenByMac(
+            rtc_pb2.GetRtcTokenByMacRequest(
+                mac_address=mac, timestamp=now, signature=sign(secret, mac, now)
+            )
+        )
+        assert response.data.user_id == f"device-{device['id']}"
+
+
+def test_off_mode_ignores_signatures(stack, tmp_path):
+    _, _, device = bound_user(stack)
+    with extra_server(stack, tmp_path, DEVICEHUB_RTC_DEVICE_AUTH="off") as channel:
+        stub = rtc_pb2_grpc.RtcServiceStub(channel)
+        response = stub.GetRtcTokenByMac(
+            rtc_pb2.GetRtcTokenByMacRequest(
+                mac_address=device["mac_address"], timestamp=1, signature="0" * 64
+            )
+        )
+        assert response.data.user_id == f"device-{device['id']}"
