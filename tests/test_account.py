@@ -3,6 +3,8 @@ and over gRPC."""
 
 from __future__ import annotations
 
+import time
+
 import grpc
 import pytest
 from google.rpc import error_details_pb2
@@ -10,7 +12,7 @@ from grpc_status import rpc_status
 
 from devicehub.v1 import account_pb2, account_pb2_grpc
 
-from conftest import list_all, metadata
+from conftest import list_all, metadata, query_database
 
 ACCOUNT_KEYS = {"id", "username", "phone", "first_name", "last_name", "is_admin", "created_at"}
 CHILD_KEYS = {"id", "root_user_id", "first_name", "last_name", "birthdate", "gender", "created_at"}
@@ -265,3 +267,156 @@ def test_invalid_child_over_grpc_is_invalid_argument(stack, user):
     assert error.value.details() == DATE_MESSAGE
     listed = stub.ListChildren(account_pb2.ListChildrenRequest(), metadata=metadata(token))
     assert list(listed.children) == []
+
+
+# --- the caller's own account: deletion, password, admin rights ------------------------
+# (that each revokes the account's tokens on every worker: test_revocation.py)
+
+ME = "/api/v1/accounts/me"
+PASSWORD = "/api/v1/accounts/me/password"
+
+
+def admin_path(account_id) -> str:
+    return f"/api/v1/accounts/{account_id}/admin"
+
+
+def test_delete_my_account_over_rest_with_trailing_slash(stack, user):
+    account, token = user
+    create_child(stack, token)
+    deleted = stack.request("DELETE", ME + "/", token)
+    assert deleted.status_code == 204, deleted.text
+    assert deleted.content == b""
+    # The other worker may take a moment to hear of it (test_revocation.py).
+    deadline = time.monotonic() + 5
+    while (me := stack.request("GET", ME, token)).status_code != 401:
+        assert time.monotonic() < deadline, me.text
+        time.sleep(0.05)
+    assert me.json() == {"detail": "Could not validate credentials"}
+    login = stack.request(
+        "POST",
+        "/api/v1/auth/token",
+        json={"username": account["username"], "password": "password-123"},
+    )
+    assert login.status_code == 401
+    # The username is free again.
+    again = stack.request(
+        "POST",
+        "/api/v1/auth/register",
+        json={"username": account["username"], "password": "password-123"},
+    )
+    assert again.status_code == 200, again.text
+    assert again.json()["id"] != account["id"]
+
+
+def test_delete_my_account_over_grpc(stack, user):
+    _, token = user
+    stub = account_pb2_grpc.AccountServiceStub(stack.channel())
+    stub.DeleteMyAccount(account_pb2.DeleteMyAccountRequest(), metadata=metadata(token))
+    with pytest.raises(grpc.RpcError) as error:
+        stub.DeleteMyAccount(account_pb2.DeleteMyAccountRequest(), metadata=metadata(token))
+    assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_wrong_current_password_is_403_and_changes_nothing(stack, user):
+    account, token = user
+    response = stack.request(
+        "POST",
+        PASSWORD + "/",
+        token,
+        json={"current_password": "not-my-password", "new_password": "new-password-456"},
+    )
+    assert response.status_code == 403
+    assert response.json() == {"detail": "Current password is incorrect"}
+    assert stack.request("GET", ME, token).status_code == 200
+    assert stack.login(account["username"], "password-123")
+
+
+def test_too_short_new_password_is_400_and_changes_nothing(stack, user):
+    account, token = user
+    response = stack.request(
+        "POST", PASSWORD, token, json={"current_password": "password-123", "new_password": "short"}
+    )
+    assert response.status_code == 400
+    assert response.json() == {"detail": "password must be 8 to 256 characters"}
+    assert stack.request("GET", ME, token).status_code == 200
+    assert stack.login(account["username"], "password-123")
+
+
+def test_change_password_over_grpc(stack, user):
+    account, token = user
+    stub = account_pb2_grpc.AccountServiceStub(stack.channel())
+    with pytest.raises(grpc.RpcError) as error:
+        stub.ChangeMyPassword(
+            account_pb2.ChangeMyPasswordRequest(
+                current_password="wrong-password", new_password="new-password-456"
+            ),
+            metadata=metadata(token),
+        )
+    assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    status = rpc_status.from_call(error.value)
+    info = error_details_pb2.ErrorInfo()
+    assert status is not None and status.details[0].Unpack(info)
+    assert info.reason == "INVALID_CREDENTIALS"
+    stub.ChangeMyPassword(
+        account_pb2.ChangeMyPasswordRequest(
+            current_password="password-123", new_password="new-password-456"
+        ),
+        metadata=metadata(token),
+    )
+    new_token = stack.login(account["username"], "new-password-456")
+    me = stub.GetMyAccount(account_pb2.GetMyAccountRequest(), metadata=metadata(new_token))
+    assert me.id == account["id"]
+
+
+def test_only_admins_change_admin_rights_and_not_their_own(stack, user):
+    _, token = user
+    other, _ = stack.new_user()
+    refused = stack.request("PUT", admin_path(other["id"]), token, json={"is_admin": True})
+    assert refused.status_code == 403
+    assert refused.json() == {"detail": "Only admins may change an account's admin rights"}
+    admin_id = stack.request("GET", ME, stack.admin_token).json()["id"]
+    own = stack.request("PUT", admin_path(admin_id), stack.admin_token, json={"is_admin": False})
+    assert own.status_code == 403
+    assert own.json() == {"detail": "Admins cannot change their own admin rights"}
+    missing = stack.request(
+        "PUT", admin_path(98_765_432), stack.admin_token, json={"is_admin": True}
+    )
+    assert missing.status_code == 404
+    assert missing.json() == {"detail": "Account not found"}
+    malformed = stack.request("PUT", admin_path("abc"), stack.admin_token, json={"is_admin": True})
+    assert malformed.status_code == 400, malformed.text
+    assert set(malformed.json()) == {"detail"}
+    assert stack.request("GET", ME, token).json()["is_admin"] is False
+    assert query_database(stack, "SELECT is_admin FROM account WHERE id = ?", (other["id"],)) in (
+        [(0,)],
+        [(False,)],
+    )
+
+
+def test_setting_the_admin_flag_it_has_revokes_nothing(stack, user):
+    account, token = user
+    response = stack.request(
+        "PUT", admin_path(account["id"]) + "/", stack.admin_token, json={"is_admin": False}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == account
+    assert stack.request("GET", ME, token).status_code == 200
+
+
+def test_set_account_admin_over_grpc(stack, user):
+    account, _ = user
+    stub = account_pb2_grpc.AccountServiceStub(stack.channel())
+    promoted = stub.SetAccountAdmin(
+        account_pb2.SetAccountAdminRequest(id=account["id"], is_admin=True),
+        metadata=metadata(stack.admin_token),
+    )
+    assert (promoted.id, promoted.is_admin) == (account["id"], True)
+    with pytest.raises(grpc.RpcError) as error:
+        stub.SetAccountAdmin(
+            account_pb2.SetAccountAdminRequest(id=987_654, is_admin=True),
+            metadata=metadata(stack.admin_token),
+        )
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+    fresh = stack.login(account["username"], "password-123")
+    me = stub.GetMyAccount(account_pb2.GetMyAccountRequest(), metadata=metadata(fresh))
+    assert me.is_admin is True

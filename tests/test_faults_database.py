@@ -9,6 +9,8 @@ while gRPC, server-sent-event and WebSocket subscribers stay connected. The prom
   restart;
 - while a server process cannot LISTEN, its health says NOT_SERVING, and SERVING again
   once it can;
+- token revocations, which travel on the same LISTEN connection, reach every process
+  after the restarts too;
 - pooled connections that the restart killed are replaced before use: no call after the
   database is back fails because of one.
 """
@@ -145,6 +147,14 @@ def _send_until_accepted(stack: Stack, token: str, user_id: int, content: str) -
         time.sleep(0.1)
 
 
+def _refused(stub: account_pb2_grpc.AccountServiceStub, token: str) -> bool:
+    try:
+        stub.GetMyAccount(account_pb2.GetMyAccountRequest(), metadata=metadata(token), timeout=5)
+    except grpc.RpcError as error:
+        return error.code() == grpc.StatusCode.UNAUTHENTICATED
+    return False
+
+
 def _listen_connections(cluster: ThrowawayCluster, dbname: str) -> int:
     return int(
         cluster.psql(
@@ -200,6 +210,18 @@ def test_live_delivery_survives_repeated_database_restarts(pg_stack, durable_pg_
             assert wait_until(lambda: _listen_connections(durable_pg_cluster, "faults_db") == 2)
             for channel in (first, second):
                 assert health_status(channel) == health_pb2.HealthCheckResponse.SERVING
+            # Revocations travel on the same listener: a password change after the
+            # restarts ends the old token on both workers.
+            response = stack.request(
+                "POST",
+                "/api/v1/accounts/me/password",
+                token,
+                json={"current_password": "password-123", "new_password": "password-456"},
+            )
+            assert response.status_code == 200, response.text
+            for channel in (first, second):
+                stub = account_pb2_grpc.AccountServiceStub(channel)
+                assert wait_until(lambda s=stub: _refused(s, token), 5)
         finally:
             for subscription in grpc_subscriptions:
                 subscription.cancel()

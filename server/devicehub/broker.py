@@ -3,9 +3,9 @@
 On SQLite every server process polls the table for messages stored after the last it
 saw (SQLite commits one writer at a time, so ids commit in order and live messages reach
 every subscriber in id order). On PostgreSQL the sender's transaction runs ``pg_notify``
-(delivered at commit, never for a rolled-back message) and every server process LISTENs
-on one dedicated connection. Either way each process dispatches to its own subscribers,
-the sender's process included.
+on ``CHANNEL`` (delivered at commit, never for a rolled-back message) and the process's
+``NotificationListener`` (listener.py) hands each notification to the broker. Either way
+each process dispatches to its own subscribers, the sender's process included.
 
 Nothing is lost when fan-out falls behind or breaks: a subscription whose queue overflows,
 and every subscription when the LISTEN connection drops, receives ``RESYNC`` and re-reads
@@ -23,9 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg2
-import psycopg2.extensions
-
 log = logging.getLogger(__name__)
 
 CHANNEL = "devicehub_message"
@@ -34,20 +31,6 @@ CHANNEL = "devicehub_message"
 MAX_NOTIFY_BYTES = 7900
 MAX_QUEUED_PER_SUBSCRIPTION = 1000
 POLL_INTERVAL = 0.05  # seconds between polls of the message table (SQLite)
-# Reconnecting the LISTEN connection: quickly at first, backing off while the database
-# stays unreachable, and quickly again after a connection that was healthy this long.
-RECONNECT_MIN_DELAY = 0.2
-RECONNECT_MAX_DELAY = 2.0
-HEALTHY_PERIOD = 10.0
-# A LISTEN connection only reads, so a silently dead peer (no FIN, e.g. a host that went
-# away) is noticed by TCP keepalives; the connect timeout bounds each reconnect attempt.
-LISTEN_CONNECTION_OPTIONS = {
-    "connect_timeout": 5,
-    "keepalives": 1,
-    "keepalives_idle": 10,
-    "keepalives_interval": 5,
-    "keepalives_count": 3,
-}
 
 
 class _Resync:
@@ -67,23 +50,36 @@ class _Closed:
 CLOSED = _Closed()
 
 
+class _Revoked:
+    def __repr__(self) -> str:
+        return "REVOKED"
+
+
+# Offered to the subscriptions opened with a revoked token (close_account): the stream
+# ends as unauthenticated.
+REVOKED = _Revoked()
+
+
 @dataclass(eq=False)
 class Subscription:
     account_id: int
     queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    # Whose token opened it (an admin may read another account's messages), and that
+    # token's version: close_account ends it when the token is revoked.
+    caller_id: int | None = None
+    token_version: int = 0
 
     def offer(self, item: Any) -> None:
-        if item is not CLOSED and self.queue.qsize() >= MAX_QUEUED_PER_SUBSCRIPTION:
+        if (
+            item is not CLOSED
+            and item is not REVOKED
+            and self.queue.qsize() >= MAX_QUEUED_PER_SUBSCRIPTION
+        ):
             # A slow reader: drop what is queued and let it re-read from the database.
             while not self.queue.empty():
                 self.queue.get_nowait()
             item = RESYNC
         self.queue.put_nowait(item)
-
-
-def _start_listening(connection: Any) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute(f"LISTEN {CHANNEL}")
 
 
 def notify_payload(message: dict[str, Any]) -> str:
@@ -95,34 +91,32 @@ def notify_payload(message: dict[str, Any]) -> str:
 
 
 class MessageBroker:
-    """Routes messages to live subscriptions by account id."""
+    """Routes messages to live subscriptions by account id.
+
+    Polls the message table when given ``poll`` and ``newest_id`` (SQLite); otherwise it
+    is the ``CHANNEL`` handler of the process's notification listener (PostgreSQL).
+    """
 
     def __init__(
         self,
-        postgres_dsn: str | None = None,
         fetch: Callable[[int], Any] | None = None,
         poll: Callable[[int], Any] | None = None,
         newest_id: Callable[[], Any] | None = None,
-        on_listening_changed: Callable[[bool], None] | None = None,
     ) -> None:
         self._subscriptions: dict[int, set[Subscription]] = defaultdict(set)
-        if (postgres_dsn is None) == (poll is None) or (poll is None) != (newest_id is None):
-            raise ValueError("a broker either LISTENs (PostgreSQL) or polls (SQLite)")
-        self._postgres_dsn = postgres_dsn
+        if (poll is None) != (newest_id is None):
+            raise ValueError("a polling broker needs both poll and newest_id")
         self._fetch = fetch  # async: message id -> message dict (for by-reference notifies)
         self._poll = poll  # async: id -> pending messages stored after it, in id order
         self._newest_id = newest_id  # async: the id polling starts after
-        self._listener: asyncio.Task[None] | None = None
+        self._poller: asyncio.Task[None] | None = None
         self._fetching: set[asyncio.Future[None]] = set()
         self._closed = False
-        # Called with False when the LISTEN connection is lost and True when it is back:
-        # while it is down no live message reaches this process (health says so).
-        self._on_listening_changed = on_listening_changed
-        self._connected_at: float | None = None
-        self.listening = asyncio.Event()
 
-    def subscribe(self, account_id: int) -> Subscription:
-        subscription = Subscription(account_id)
+    def subscribe(
+        self, account_id: int, caller_id: int | None = None, token_version: int = 0
+    ) -> Subscription:
+        subscription = Subscription(account_id, caller_id=caller_id, token_version=token_version)
         if self._closed:
             subscription.offer(CLOSED)
         self._subscriptions[account_id].add(subscription)
@@ -134,6 +128,18 @@ class MessageBroker:
         for subscribers in self._subscriptions.values():
             for subscription in subscribers:
                 subscription.offer(CLOSED)
+
+    def close_account(self, account_id: int, token_version: int | None) -> None:
+        """Ends the subscriptions opened with the account's tokens older than
+        ``token_version`` (revoked); ``None``: the account was deleted, so every
+        subscription opened by it or reading its messages ends."""
+        for subscribers in self._subscriptions.values():
+            for subscription in subscribers:
+                revoked = subscription.caller_id == account_id and (
+                    token_version is None or subscription.token_version < token_version
+                )
+                if revoked or (token_version is None and subscription.account_id == account_id):
+                    subscription.offer(REVOKED)
 
     def unsubscribe(self, subscription: Subscription) -> None:
         subscribers = self._subscriptions.get(subscription.account_id)
@@ -153,21 +159,18 @@ class MessageBroker:
                 subscription.offer(RESYNC)
 
     async def start(self) -> None:
-        if self._postgres_dsn is not None:
-            self._listener = asyncio.create_task(self._listen_forever(), name="message-listener")
-            await asyncio.wait_for(self.listening.wait(), 30)
-        elif self._poll is not None and self._newest_id is not None:  # SQLite
+        if self._poll is not None and self._newest_id is not None:  # SQLite
             last_id = await self._newest_id()
             poll = self._poll
-            self._listener = asyncio.create_task(
+            self._poller = asyncio.create_task(
                 self._poll_forever(poll, last_id), name="message-poll"
             )
 
     async def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
+        if self._poller is not None:
+            self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+                await self._poller
 
     async def _poll_forever(self, poll: Callable[[int], Any], last_id: int) -> None:
         while True:
@@ -183,75 +186,17 @@ class MessageBroker:
                 self.dispatch(message)
                 last_id = message["id"]
 
-    async def _listen_forever(self) -> None:
-        delay = RECONNECT_MIN_DELAY
-        first = True
-        while True:
-            try:
-                await self._listen(resync=not first)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.warning("message listener lost its connection (%s); reconnecting", error)
-            connected_at = self._connected_at
-            first = False
-            self._set_listening(False)
-            # A connection that stayed up for a while was healthy: reconnect quickly again.
-            # Only a connection that keeps failing backs off (a database that is down).
-            loop = asyncio.get_running_loop()
-            if connected_at is not None and loop.time() - connected_at >= HEALTHY_PERIOD:
-                delay = RECONNECT_MIN_DELAY
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RECONNECT_MAX_DELAY)
+    # The notification listener's handler interface (listener.ChannelHandler).
 
-    def _set_listening(self, listening: bool) -> None:
-        if listening == self.listening.is_set():
-            return
-        if listening:
-            self.listening.set()
-        else:
-            self._connected_at = None
-            self.listening.clear()
-        if self._on_listening_changed is not None:
-            self._on_listening_changed(listening)
+    async def connected(self, reconnect: bool) -> None:
+        if reconnect:  # messages may have been sent while nothing listened
+            self.resync_all()
 
-    async def _listen(self, resync: bool) -> None:
-        loop = asyncio.get_running_loop()
-        assert self._postgres_dsn is not None
-        connection = await asyncio.to_thread(
-            psycopg2.connect, self._postgres_dsn, **LISTEN_CONNECTION_OPTIONS
-        )
-        connection.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
-        broken: asyncio.Future[None] = loop.create_future()
-        # The socket's number, taken while the connection is healthy: once it has failed,
-        # ``fileno()`` raises, and a reader left registered on the number would be handed
-        # the next connection's socket, which then is never watched.
-        fd: int | None = None
+    def disconnected(self) -> None:
+        pass  # every subscription re-reads its backlog once the listener is back
 
-        def readable() -> None:
-            try:
-                connection.poll()
-            except Exception as error:  # connection lost
-                if not broken.done():
-                    broken.set_exception(error)
-                return
-            while connection.notifies:
-                self._on_notify(connection.notifies.pop(0).payload)
-
-        try:
-            await asyncio.to_thread(_start_listening, connection)
-            fd = connection.fileno()
-            loop.add_reader(fd, readable)
-            self._connected_at = loop.time()
-            self._set_listening(True)
-            if resync:  # messages may have been sent while we were not listening
-                self.resync_all()
-            await broken
-        finally:
-            if fd is not None:
-                loop.remove_reader(fd)
-            with contextlib.suppress(Exception):
-                connection.close()
+    def notified(self, payload: str) -> None:
+        self._on_notify(payload)
 
     def _on_notify(self, payload: str) -> None:
         try:

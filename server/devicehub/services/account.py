@@ -1,10 +1,10 @@
-"""AccountService: the caller's account and child accounts."""
+"""AccountService: the caller's account (deletion, password, admin rights) and child accounts."""
 
 from __future__ import annotations
 
 from google.protobuf import empty_pb2
 
-from devicehub import accounts
+from devicehub import accounts, revocations
 from devicehub.db import run_db
 from devicehub.interceptors import current_caller
 from devicehub.services import messages
@@ -17,6 +17,11 @@ def _optional(request, field: str) -> str | None:
 
 
 class AccountServicer(account_pb2_grpc.AccountServiceServicer):
+    def __init__(self, token_versions: revocations.TokenVersions) -> None:
+        # Told of each revocation made here once it committed: this process stops
+        # accepting the account's old tokens before the call answers.
+        self._token_versions = token_versions
+
     async def GetMyAccount(self, request, context) -> account_pb2.Account:
         row = await run_db(accounts.get_account, current_caller().account_id)
         return messages.account(row)
@@ -58,3 +63,32 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     async def DeleteChild(self, request: account_pb2.DeleteChildRequest, context):
         await run_db(accounts.delete_child, current_caller(), request.id)
         return empty_pb2.Empty()
+
+    async def DeleteMyAccount(self, request: account_pb2.DeleteMyAccountRequest, context):
+        revocation = await run_db(
+            accounts.delete_account, current_caller(), self._token_versions.retention
+        )
+        self._token_versions.revoked(revocation)
+        return empty_pb2.Empty()
+
+    async def ChangeMyPassword(self, request: account_pb2.ChangeMyPasswordRequest, context):
+        revocation = await accounts.change_password(
+            current_caller(),
+            request.current_password,
+            request.new_password,
+            self._token_versions.retention,
+        )
+        self._token_versions.revoked(revocation)
+        return empty_pb2.Empty()
+
+    async def SetAccountAdmin(self, request: account_pb2.SetAccountAdminRequest, context):
+        row, revocation = await run_db(
+            accounts.set_admin,
+            current_caller(),
+            request.id,
+            request.is_admin,
+            self._token_versions.retention,
+        )
+        if revocation is not None:
+            self._token_versions.revoked(revocation)
+        return messages.account(row)
