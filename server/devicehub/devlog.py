@@ -81,8 +81,15 @@ def _treatment_date(value: str) -> dt.datetime:
         raise InvalidArgument(
             "treatment_date must be an ISO 8601 date and time, e.g. 2025-02-21T15:48:49"
         ) from None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+    out_of_range = InvalidArgument("treatment_date is out of range (years 1 to 9999 in UTC)")
+    try:
+        if parsed.tzinfo is not None:
+            parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise out_of_range from None
+    # A temporary record is stored 30 s earlier than sent: that time must exist too.
+    if parsed - dt.datetime.min < TEMP_DELAY:
+        raise out_of_range
     return parsed
 
 

@@ -8,6 +8,7 @@ from typing import Generic, TypeVar
 
 import peewee
 
+from devicehub import validation
 from devicehub.errors import InvalidArgument
 from devicehub.models import BaseModel
 
@@ -31,7 +32,10 @@ def decode_cursor(kind: str, token: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         prefix, _, value = raw.partition(":")
-        if prefix != kind:
+        if prefix != kind or not value.isascii() or not value.isdigit():
+            raise ValueError(raw)
+        # A forged token must not carry a number the database driver cannot bind.
+        if int(value) > validation.INT64_MAX:
             raise ValueError(raw)
         return int(value)
     except ValueError:

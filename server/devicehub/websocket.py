@@ -20,17 +20,44 @@ from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from devicehub import messaging
+from devicehub import messaging, validation
 from devicehub.broker import MessageBroker
 from devicehub.db import run_db
-from devicehub.errors import DomainError
-from devicehub.security import Caller, TokenSigner
+from devicehub.errors import DomainError, Unauthenticated
+from devicehub.security import Caller, TokenSigner, TokenVersionCheck
 
 log = logging.getLogger(__name__)
 
-PATH = re.compile(r"^/api/device/messages/(\d+)/?$")
+# ASCII digits: ``\d`` (and ``str.isdigit``) also match digits ``int`` reads differently
+# or refuses (``²``).
+# Any id segment reaches the bridge (Envoy routes every upgrade of this shape here), so a
+# malformed one gets a clear 400 rather than Envoy's empty 403 for an unroutable upgrade.
+PATH = re.compile(r"^/api/device/messages/([^/]+)/?$")
+
+
+def ack_ids(raw: str | bytes) -> list[int]:
+    """The ids of an ``{"ack": [ids]}`` frame: integers, or strings of ASCII digits (which
+    devices have always been able to send). Any other frame (not JSON, too deep, ids that
+    are not of a message id's range, such as ``1e400``) gives ``[]``: it is ignored and
+    the connection's reader goes on."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        return []
+    ids = data.get("ack") if isinstance(data, dict) else None
+    if not isinstance(ids, list):
+        return []
+    parsed = []
+    for value in ids:
+        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 20:
+            value = int(value)
+        if type(value) is not int or not 0 < value <= validation.INT64_MAX:
+            return []
+        parsed.append(value)
+    return parsed
 
 
 def frame(message: dict[str, Any]) -> str:
@@ -53,8 +80,11 @@ class MessageSocketServer:
         policy: messaging.MessagePolicy,
         deliveries: messaging.DeliveryRecorder,
         reuse_port: bool = False,
+        *,
+        token_versions: TokenVersionCheck,
     ) -> None:
         self._signer = signer
+        self._token_versions = token_versions  # a revoked token is refused like a bad one
         self._reuse_port = reuse_port  # several worker processes share the port
         self._deliveries = deliveries
         self._broker = broker
@@ -73,13 +103,18 @@ class MessageSocketServer:
             authorization = request.headers.get("authorization", "")
             token = authorization.partition(" ")[2]
         caller = self._signer.verify(token)
-        account_id = messaging.subscriber_account(caller, int(match.group(1)))
+        user_id = validation.ascii_number("user_id", match.group(1))
+        account_id = messaging.subscriber_account(caller, user_id)
         after = (query.get("after_id") or ["0"])[0]
-        return account_id, int(after) if after.isdigit() else 0, caller
+        after_id = validation.ascii_number("after_id", after, maximum=validation.INT64_MAX)
+        return account_id, after_id, caller
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
         try:
-            self._authorize(request)
+            _, _, caller = self._authorize(request)
+            await self._token_versions.check(caller)
         except LookupError:
             return connection.respond(HTTPStatus.NOT_FOUND, "Resource not found\n")
         except DomainError as error:
@@ -89,6 +124,13 @@ class MessageSocketServer:
     async def _handle(self, connection: ServerConnection) -> None:
         assert connection.request is not None
         account_id, after_id, caller = self._authorize(connection.request)
+        try:
+            # Again: the token may have been revoked during the handshake, before the
+            # subscription below could hear of it.
+            await self._token_versions.check(caller)
+        except Unauthenticated as error:
+            await connection.close(CloseCode.POLICY_VIOLATION, error.message)
+            return
         reader = asyncio.create_task(self._read_acks(connection, caller))
         events = messaging.subscribe(
             account_id,
@@ -96,6 +138,7 @@ class MessageSocketServer:
             broker=self._broker,
             policy=self._policy,
             deliveries=self._deliveries,
+            caller=caller,
         )
         try:
             async for event in events:
@@ -104,6 +147,8 @@ class MessageSocketServer:
                 await connection.send(frame(event))
         except ConnectionClosed:
             pass
+        except Unauthenticated as error:  # the account was deleted or its tokens revoked
+            await connection.close(CloseCode.POLICY_VIOLATION, error.message)
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -112,12 +157,13 @@ class MessageSocketServer:
     async def _read_acks(self, connection: ServerConnection, caller: Caller) -> None:
         with contextlib.suppress(ConnectionClosed):
             async for raw in connection:
-                try:
-                    ids = [int(i) for i in json.loads(raw).get("ack", [])]
-                except (ValueError, TypeError, AttributeError):
+                ids = ack_ids(raw)
+                if not ids:
                     continue
-                if ids:
+                try:
                     await run_db(messaging.ack_messages, caller, ids)
+                except Exception:  # e.g. the database is restarting: the device acks again
+                    log.warning("acknowledging %d messages failed", len(ids), exc_info=True)
 
     async def start(self, host: str, port: int) -> None:
         self._server = await serve(

@@ -87,6 +87,7 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             broker=self._broker,
             policy=self._policy,
             deliveries=self._deliveries,
+            caller=current_caller(),
         )
         async for event in events:
             if isinstance(event, messaging.HeartbeatEvent):
