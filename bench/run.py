@@ -10,11 +10,13 @@ the data set (bulk SQL), then measures, each for ``--duration`` seconds:
    set-based INSERT of the same rows into the same table;
 4. movement ingestion: 1000-sample uploads over gRPC and REST (wrk), samples/s as a
    ratio to raw COPY of the same rows into the same table;
-5. workers: the stack limit and home screen again with one worker process, for the
+5. streams beside unary calls: 5,000 SSE subscriptions held through Envoy while the REST
+   stack limit and home screen are measured again (none may be refused or fail);
+6. workers: the stack limit and home screen again with one worker process, for the
    1 -> N speed-up;
-6. fan-out: 1,000 and 5,000 subscription streams held by one server process, a text
+7. fan-out: 1,000 and 5,000 subscription streams held by one server process, a text
    message to every subscribed account per round; delivery latency and server memory;
-7. growth: the data set grown to 10x, home screen and ingestion (and their baselines)
+8. growth: the data set grown to 10x, home screen and ingestion (and their baselines)
    again; the cost per request as a ratio to the 1x figure.
 
 Prints a table and writes it as JSON. Usage: ``scripts/bench.sh [--scale 1] [--duration 10]``.
@@ -122,7 +124,6 @@ class Bench:
             "DEVICEHUB_ACCESS_TOKEN_TTL": str(24 * 3600),
             "DEVICEHUB_GRPC_PORT": str(free_port()),
             "DEVICEHUB_HTTP_PORT": str(free_port()),
-            "DEVICEHUB_ENVOY_ADMIN_PORT": str(free_port()),
             "DEVICEHUB_WS_PORT": str(free_port()),
             "DEVICEHUB_LOG_LEVEL": "WARNING",
         }
@@ -130,6 +131,7 @@ class Bench:
         self.rest = f"http://127.0.0.1:{self.env['DEVICEHUB_HTTP_PORT']}"
         self.signer = TokenSigner(SECRET, 24 * 3600, 24 * 3600)
         self.results: dict[str, dict] = {}
+        self.stream_holds: dict[int, dict] = {}
         self.accounts: list[int] = []
         self.bound: list[tuple[int, int, int, str]] = []
         self.server: subprocess.Popen | None = None
@@ -250,6 +252,9 @@ class Bench:
     def home(self, suffix: str) -> None:
         tokens = (self.work / "tokens.txt").read_text().split()
         self.grpc_run(f"home_grpc{suffix}", "home", {"tokens": tokens})
+        self.home_rest(suffix)
+
+    def home_rest(self, suffix: str) -> None:
         self.wrk_run(
             f"home_rest{suffix}",
             "/api/v1/lux/device/get-all-device",
@@ -277,6 +282,37 @@ class Bench:
             env={"BENCH_DEVICES": str(devices_file), "BENCH_FIRST_ID": str(first_id)},
         )
         self.raw_run(f"movement_raw_copy{suffix}", "movement", 1000, 2_500_000_000 + first_id)
+
+    def edge_streams(self, streams: int) -> None:
+        """The REST stack limit and home screen again while ``streams`` server-sent-event
+        subscriptions are held open through Envoy (bench/sse_streams.py, a process of its
+        own): streams must neither be refused nor take unary calls down."""
+        holder = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).resolve().parent / "sse_streams.py"),
+                "--url",
+                self.rest,
+                "--tokens",
+                str(self.work / "tokens.txt"),
+                "--streams",
+                str(streams),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert holder.stdin is not None and holder.stdout is not None
+        try:
+            opened = json.loads(holder.stdout.readline() or "{}")
+            self.wrk_run(f"stack_limit_rest_{streams}_sse", "/api/v1/ping")
+            self.home_rest(f"_{streams}_sse")
+        finally:
+            holder.stdin.close()
+            closed = json.loads(holder.stdout.readline() or "{}")
+            holder.wait(120)
+        self.stream_holds[streams] = {**opened, **closed}
+        print(f"sse_{streams}: {self.stream_holds[streams]}", flush=True)
 
     def fan_out(self, streams: int) -> None:
         assert self.server is not None
@@ -320,6 +356,13 @@ def main() -> int:
     )
     parser.add_argument("--fanout-rounds", type=int, default=5, help="messages per account")
     parser.add_argument("--fanout-rate", type=float, default=100.0, help="sends per second")
+    parser.add_argument(
+        "--edge-streams",
+        type=int,
+        nargs="*",
+        default=[5000],
+        help="SSE streams held through Envoy while unary REST calls are measured",
+    )
     parser.add_argument("--growth", type=int, default=10, help="data set factor of growth")
     parser.add_argument("--json", type=Path, default=REPO / "var" / "bench" / "latest.json")
     parser.add_argument(
@@ -356,6 +399,8 @@ def main() -> int:
             bench.start_server(args.workers)
             bench.stack_limit_and_home()
             bench.ingestion("", first_id=0)
+            for streams in args.edge_streams:
+                bench.edge_streams(streams)
             if args.workers > 1:
                 bench.start_server(1)
                 bench.stack_limit_and_home("_1_worker")
@@ -372,7 +417,7 @@ def main() -> int:
                 bench.ingestion(f"_{args.growth}x", first_id=100_000_000)
         finally:
             bench.stop_server()
-    report = build_report(args, sizes, bench.results)
+    report = build_report(args, sizes, bench.results, bench.stream_holds)
     print_table(report)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2))
@@ -445,7 +490,9 @@ def profile_summary(collapsed: str, top: int = 40) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_report(args: argparse.Namespace, sizes: dict[str, int], results: dict) -> dict:
+def build_report(
+    args: argparse.Namespace, sizes: dict[str, int], results: dict, stream_holds: dict
+) -> dict:
     """The figures, and each comparison the issue asks for, with its target."""
     checks: list[dict] = []
 
@@ -477,6 +524,20 @@ def build_report(args: argparse.Namespace, sizes: dict[str, int], results: dict)
             rss = figures["server_rss_mb"]
             check(name, "server RSS MB", rss, FANOUT_RSS_MB, rss < FANOUT_RSS_MB)
             check(name, "deliveries lost", figures["lost"], 0, figures["lost"] == 0)
+    for streams, hold in stream_holds.items():
+        name = f"sse_{streams}"
+        refused = sum(n for status, n in hold.get("refused", {}).items() if status != "200")
+        held, ended = hold.get("held", 0), hold.get("ended_early", streams)
+        check(name, "streams held through Envoy", held, streams, held == streams)
+        check(name, "streams refused", refused, 0, refused == 0)
+        check(name, "held streams that ended early", ended, 0, ended == 0)
+        for base in ("stack_limit_rest", "home_rest"):
+            figure = f"{base}_{streams}_sse"
+            if figure in results and base in results:
+                ratio = results[figure]["per_second"] / results[base]["per_second"]
+                check(figure, f"throughput / {base} without streams", ratio, None, None)
+                errors = results[figure]["errors"]
+                check(figure, "errors", errors, 0, errors == 0)
     return {
         "sizes": sizes,
         "workers": args.workers,

@@ -8,6 +8,7 @@ it over REST through Envoy and over gRPC, exactly like clients do.
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -38,6 +39,40 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=10)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+def envoy_admin(env: dict[str, str], path: str) -> str:
+    """GET ``path`` from the Envoy admin interface of the stack running with ``env``: a Unix
+    socket in its data directory (``curl --unix-socket``), never a TCP port."""
+    connection = _UnixHTTPConnection(str(Path(env["DEVICEHUB_DATA_DIR"]) / "envoy-admin.sock"))
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        body = response.read().decode()
+        assert response.status == 200, (response.status, body)
+        return body
+    finally:
+        connection.close()
+
+
+def within_one_window(seconds: float, needed: float) -> None:
+    """Throttle windows are fixed and aligned to the clock (every process agrees on them):
+    waits for a fresh window when the current one ends within ``needed`` seconds, so that
+    a test counting hits never sees its counts start again halfway."""
+    remaining = seconds - time.time() % seconds
+    if remaining < needed:
+        time.sleep(remaining + 0.5)
 
 
 def unique(prefix: str = "") -> str:
@@ -136,7 +171,6 @@ def stack_env(
         DEVICEHUB_DATABASE_URL=database_url,
         DEVICEHUB_GRPC_PORT=str(free_port()),
         DEVICEHUB_HTTP_PORT=str(free_port()),
-        DEVICEHUB_ENVOY_ADMIN_PORT=str(free_port()),
         DEVICEHUB_WS_PORT=str(free_port()),
         DEVICEHUB_SECRET_KEY=SECRET_KEY,
         DEVICEHUB_LOG_LEVEL="WARNING",
@@ -151,6 +185,12 @@ def stack_env(
         DEVICEHUB_WEATHER_TIMEOUT="2",
         DEVICEHUB_RTC_APP_ID=RTC_APP_ID,
         DEVICEHUB_RTC_APP_KEY=RTC_APP_KEY,
+        # Every test reaches the session stack from one address (127.0.0.1): its address
+        # throttles are far above what the suite sends (test_throttle.py runs the defaults).
+        DEVICEHUB_RTC_ADDRESS_MACS="1000000",
+        DEVICEHUB_RTC_ADDRESS_MISSES="1000000",
+        DEVICEHUB_LOGIN_FAILURES_PER_ADDRESS="1000000",
+        DEVICEHUB_LOGIN_FAILURES_PER_USERNAME="1000000",
         # Every stack runs worker processes, like a production server on a 2-core machine.
         DEVICEHUB_WORKERS="2",
     )

@@ -26,6 +26,8 @@ MEASUREMENTS = {
     "stack_limit_rest_1_worker",
     "home_grpc_1_worker",
     "home_rest_1_worker",
+    "stack_limit_rest_20_sse",
+    "home_rest_20_sse",
     "fanout_10",
     *(f"{name}_2x" for name in PHASE),
 }
@@ -40,6 +42,7 @@ def test_benchmark_runs_every_measurement(tmp_path: Path):
         "--concurrency": "2",
         "--workers": "2",
         "--fanout-streams": "10",
+        "--edge-streams": "20",
         "--fanout-streams-per-account": "2",
         "--fanout-rounds": "2",
         "--growth": "2",
@@ -66,6 +69,10 @@ def test_benchmark_runs_every_measurement(tmp_path: Path):
     assert ratios <= checked
     assert ("home_grpc", "speed-up") in checked and ("devlog_grpc", "cost") in checked
     assert ("fanout_10", "p99") in checked
+    # Every SSE stream was held through Envoy during the unary calls beside them.
+    held = {c["measure"]: c for c in report["checks"] if c["figure"] == "sse_20"}
+    assert held["streams held through Envoy"]["value"] == 20
+    assert held["held streams that ended early"]["value"] == 0
     # py-spy profiled the server during each measurement, PostgreSQL timed its statements.
     home_profile = (tmp_path / "profile" / "home_grpc.top.txt").read_text()
     assert "ListChildDevices" in home_profile

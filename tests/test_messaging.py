@@ -712,6 +712,23 @@ def test_rest_stream_sends_backlog_then_live_messages(stack):
         stream.close()
 
 
+def test_rest_stream_is_established_before_any_event(stack):
+    """An idle stream answers 200 at once, not with the first message or heartbeat (15 s
+    here): clients, and proxies counting streams, know it is open."""
+    _, token = bound_user(stack)
+    response = requests.get(
+        stack.url(STREAM),
+        headers={"Authorization": f"Bearer {token}"},
+        stream=True,
+        timeout=(5, 5),  # well under the heartbeat: no event can have answered for it
+    )
+    try:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+    finally:
+        threading.Thread(target=response.close, daemon=True).start()
+
+
 def test_rest_stream_resumes_after_id(stack):
     account, token = bound_user(stack)
     ids = [send_text(stack, token, account["id"], f"m{i}") for i in range(3)]

@@ -30,6 +30,18 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
         raise SystemExit(f"{name} must be a number, got {raw!r}") from None
 
 
+RTC_DEVICE_AUTH_MODES = ("off", "optional", "required")
+
+
+def _choice(env: dict[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in choices:
+        raise SystemExit(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     """Runtime configuration. See README.md for the environment variable of each field."""
@@ -38,7 +50,13 @@ class Settings:
     grpc_port: int = 50051
     http_host: str = "127.0.0.1"
     http_port: int = 8080
-    envoy_admin_port: int = 9901
+    # Envoy's admin interface: a Unix socket (mode 0600); None: <data_dir>/envoy-admin.sock.
+    envoy_admin_socket: Path | None = None
+    # Envoy's limits: concurrent message streams (SSE, WebSocket and native gRPC
+    # subscriptions each), downstream connections, REST request body bytes.
+    max_streams: int = 10_000
+    max_connections: int = 30_000
+    max_request_bytes: int = 4 * 1024 * 1024
     data_dir: Path = REPO_ROOT / "var"
     database_url: str = ""
     db_pool_size: int = 8
@@ -64,7 +82,21 @@ class Settings:
     rtc_app_id: str = ""
     rtc_app_key: str = field(default="", repr=False)
     rtc_mac_requests_per_minute: int = 10
+    # get_by_mac without a valid device signature, per client address and window.
+    rtc_device_auth: str = "optional"  # off | optional | required
+    rtc_address_window: int = 600
+    rtc_address_macs: int = 20
+    rtc_address_misses: int = 10
+    rtc_signature_max_skew: int = 300
+    # Failed logins per window, per client address and per username.
+    login_window: int = 600
+    login_failures_per_address: int = 20
+    login_failures_per_username: int = 10
+    # Password hashes (Argon2) computed at once per process, off the database threads.
+    password_hash_concurrency: int = 1
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    restart_limit: int = 5
+    restart_window: float = 60.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -76,7 +108,16 @@ class Settings:
             grpc_port=_int(env, "DEVICEHUB_GRPC_PORT", defaults.grpc_port),
             http_host=env.get("DEVICEHUB_HTTP_HOST") or defaults.http_host,
             http_port=_int(env, "DEVICEHUB_HTTP_PORT", defaults.http_port),
-            envoy_admin_port=_int(env, "DEVICEHUB_ENVOY_ADMIN_PORT", defaults.envoy_admin_port),
+            envoy_admin_socket=(
+                Path(raw) if (raw := env.get("DEVICEHUB_ENVOY_ADMIN_SOCKET")) else None
+            ),
+            max_streams=max(1, _int(env, "DEVICEHUB_MAX_STREAMS", defaults.max_streams)),
+            max_connections=max(
+                1, _int(env, "DEVICEHUB_MAX_CONNECTIONS", defaults.max_connections)
+            ),
+            max_request_bytes=max(
+                1024, _int(env, "DEVICEHUB_MAX_REQUEST_BYTES", defaults.max_request_bytes)
+            ),
             data_dir=data_dir,
             database_url=env.get("DEVICEHUB_DATABASE_URL")
             or f"sqlite:///{data_dir / 'devicehub.sqlite3'}",
@@ -111,12 +152,47 @@ class Settings:
             rtc_mac_requests_per_minute=_int(
                 env, "DEVICEHUB_RTC_MAC_REQUESTS_PER_MINUTE", defaults.rtc_mac_requests_per_minute
             ),
+            rtc_device_auth=_choice(
+                env, "DEVICEHUB_RTC_DEVICE_AUTH", defaults.rtc_device_auth, RTC_DEVICE_AUTH_MODES
+            ),
+            rtc_address_window=max(
+                1, _int(env, "DEVICEHUB_RTC_ADDRESS_WINDOW", defaults.rtc_address_window)
+            ),
+            rtc_address_macs=_int(env, "DEVICEHUB_RTC_ADDRESS_MACS", defaults.rtc_address_macs),
+            rtc_address_misses=_int(
+                env, "DEVICEHUB_RTC_ADDRESS_MISSES", defaults.rtc_address_misses
+            ),
+            rtc_signature_max_skew=max(
+                1, _int(env, "DEVICEHUB_RTC_SIGNATURE_MAX_SKEW", defaults.rtc_signature_max_skew)
+            ),
+            login_window=max(1, _int(env, "DEVICEHUB_LOGIN_WINDOW", defaults.login_window)),
+            login_failures_per_address=_int(
+                env, "DEVICEHUB_LOGIN_FAILURES_PER_ADDRESS", defaults.login_failures_per_address
+            ),
+            login_failures_per_username=_int(
+                env, "DEVICEHUB_LOGIN_FAILURES_PER_USERNAME", defaults.login_failures_per_username
+            ),
+            password_hash_concurrency=max(
+                1,
+                _int(
+                    env, "DEVICEHUB_PASSWORD_HASH_CONCURRENCY", defaults.password_hash_concurrency
+                ),
+            ),
             workers=max(1, _int(env, "DEVICEHUB_WORKERS", defaults.workers)),
+            restart_limit=max(1, _int(env, "DEVICEHUB_RESTART_LIMIT", defaults.restart_limit)),
+            restart_window=max(
+                1.0, _float(env, "DEVICEHUB_RESTART_WINDOW", defaults.restart_window)
+            ),
         )
 
     @property
     def grpc_address(self) -> str:
         return f"{self.grpc_host}:{self.grpc_port}"
+
+    @property
+    def envoy_admin_path(self) -> Path:
+        """Where Envoy's admin socket lives (only the service's user may connect)."""
+        return self.envoy_admin_socket or self.data_dir / "envoy-admin.sock"
 
     def signing_key(self) -> str:
         """The token signing secret.

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextvars
 import inspect
+import ipaddress
 import logging
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,7 +30,8 @@ from devicehub.errors import (
     Internal,
     Unavailable,
 )
-from devicehub.security import Caller, TokenSigner, token_from_authorization
+from devicehub.security import Caller, TokenSigner, TokenVersionCheck, token_from_authorization
+from devicehub.validation import check_request, checked_deserializer
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +41,8 @@ PUBLIC_METHODS = frozenset(
         "/devicehub.v1.AuthService/Register",
         "/devicehub.v1.AuthService/CreateToken",
         "/devicehub.v1.AuthService/RefreshToken",
-        # Devices have no user token; the method answers only for bound, active devices
-        # and is rate-limited per MAC address (voice.py).
+        # Devices have no user token; the method answers only for bound, active devices,
+        # checks the device's signature and is throttled per MAC and address (voice.py).
         "/devicehub.v1.RtcService/GetRtcTokenByMac",
         "/devicehub.v1.SystemService/Ping",
     }
@@ -113,13 +116,29 @@ def _wrap_handler(
     )
 
 
+# Status messages travel in HTTP/2 trailers (twice: grpc-message and the details), which
+# clients and Envoy limit to a few KiB: a message quoting a huge request value would turn a
+# 400 into a transport error (502 at the REST edge). Documented messages are far shorter.
+MAX_STATUS_MESSAGE_BYTES = 512
+
+
+def _bounded_message(message: str) -> str:
+    raw = message.encode("utf-8", "replace")
+    if len(raw) <= MAX_STATUS_MESSAGE_BYTES:
+        return raw.decode("utf-8")
+    return raw[:MAX_STATUS_MESSAGE_BYTES].decode("utf-8", "ignore") + "..."
+
+
 async def abort_with(context: grpc.aio.ServicerContext, error: DomainError) -> None:
     """Ends the RPC with ``error`` as a rich status (AIP-193)."""
     detail = any_pb2.Any()
     detail.Pack(error_details_pb2.ErrorInfo(reason=error.reason_name, domain=ERROR_DOMAIN))
+    message = _bounded_message(error.message)
     status = rpc_status.to_status(
-        status_pb2.Status(code=error.grpc_code.value[0], message=error.message, details=[detail])
+        status_pb2.Status(code=error.grpc_code.value[0], message=message, details=[detail])
     )
+    # A throttled call says when to retry (REST: the Retry-After header).
+    retry_after = getattr(error, "retry_after", None)
     await context.abort(
         status.code,
         status.details,
@@ -127,8 +146,36 @@ async def abort_with(context: grpc.aio.ServicerContext, error: DomainError) -> N
             *status.trailing_metadata,
             ("devicehub-error-reason", error.reason_name),
             ("devicehub-http-status", str(error.http_status)),
+            *((("retry-after", str(retry_after)),) if retry_after is not None else ()),
         ),
     )
+
+
+def client_address(context: grpc.aio.ServicerContext) -> str:
+    """The address of the client a call comes from, for throttling.
+
+    A call that arrived on a worker's abstract Unix socket came through Envoy (only Envoy
+    connects there; its peer is ``unix:``): Envoy appends the real peer address to
+    ``x-forwarded-for`` and trusts nothing a client sent before it, so the rightmost entry
+    is the client. A direct gRPC call's own TCP peer is the client; its x-forwarded-for is
+    whatever the client wrote and is ignored.
+    """
+    peer = urllib.parse.unquote(context.peer() or "")
+    scheme, _, rest = peer.partition(":")
+    if scheme == "unix":
+        forwarded = dict(context.invocation_metadata() or ()).get("x-forwarded-for", "")
+        return _ip(forwarded.rpartition(",")[2].strip()) or "unix"
+    if scheme in ("ipv4", "ipv6"):
+        host = rest.rpartition(":")[0].strip("[]")
+        return _ip(host) or peer
+    return peer or "unknown"
+
+
+def _ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return ""
 
 
 class _PerMethodInterceptor(grpc.aio.ServerInterceptor):
@@ -173,11 +220,13 @@ class ErrorInterceptor(_PerMethodInterceptor):
 
 
 class AuthInterceptor(_PerMethodInterceptor):
-    """Requires a valid access token on every method except the public ones."""
+    """Requires a valid access token on every method except the public ones: signed,
+    unexpired, and of its account's current token version (not revoked)."""
 
-    def __init__(self, signer: TokenSigner) -> None:
+    def __init__(self, signer: TokenSigner, token_versions: TokenVersionCheck) -> None:
         super().__init__()
         self._signer = signer
+        self._token_versions = token_versions
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if method in PUBLIC_METHODS or method.startswith(PUBLIC_SERVICE_PREFIXES):
@@ -186,6 +235,7 @@ class AuthInterceptor(_PerMethodInterceptor):
         async def authenticated(context: grpc.aio.ServicerContext, call):
             authorization = dict(context.invocation_metadata() or ()).get("authorization")
             caller = self._signer.verify(token_from_authorization(authorization))
+            await self._token_versions.check(caller)
             token = _caller.set(caller)
             try:
                 return await call()
@@ -193,3 +243,51 @@ class AuthInterceptor(_PerMethodInterceptor):
                 _caller.reset(token)
 
         return _wrap_handler(handler, authenticated)
+
+
+class InputInterceptor(_PerMethodInterceptor):
+    """Applies the rules every request obeys (``validation.checked_deserializer``: no NUL
+    in any text, valid UTF-8) before a servicer sees it, so no endpoint can forget them.
+
+    Goes after ``ErrorInterceptor`` in the chain, which maps the InvalidArgument it raises.
+    Client-streaming methods (none are served) and raw-bytes handlers are left alone.
+    """
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if handler.request_streaming or handler.request_deserializer is None:
+            return handler
+        deserializer = checked_deserializer(handler.request_deserializer)
+        if handler.unary_unary:
+            behavior = handler.unary_unary
+
+            async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                check_request(request)
+                return await behavior(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                checked,
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        streaming = handler.unary_stream
+        if inspect.isasyncgenfunction(streaming):
+
+            async def checked_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                check_request(request)
+                async for response in streaming(request, context):
+                    yield response
+
+            wrapped: Behavior = checked_stream
+        else:  # writes with context.write() and returns
+
+            async def checked_writes(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                check_request(request)
+                return await streaming(request, context)
+
+            wrapped = checked_writes
+
+        return grpc.unary_stream_rpc_method_handler(
+            wrapped,
+            request_deserializer=deserializer,
+            response_serializer=handler.response_serializer,
+        )

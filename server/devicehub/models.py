@@ -36,6 +36,17 @@ class Account(BaseModel):
     is_admin = peewee.BooleanField(default=False)
     created_at = peewee.DateTimeField(default=utcnow)
     updated_at = peewee.DateTimeField(default=utcnow)
+    # Every token carries it (claim ``ver``); bumping it revokes every token issued before.
+    token_version = peewee.IntegerField(default=0)
+
+
+class AccountRevocation(BaseModel):
+    """A bump of an account's token version (``None``: the account was deleted), read by
+    the other server processes to drop what they cached and close the account's streams."""
+
+    account_id = peewee.IntegerField()  # no foreign key: outlives a deleted account
+    token_version = peewee.IntegerField(null=True)
+    created_at = peewee.DateTimeField(default=utcnow)
 
 
 class Child(BaseModel):
@@ -167,3 +178,18 @@ class Message(BaseModel):
     delivered_at = peewee.DateTimeField(null=True)
     acked_at = peewee.DateTimeField(null=True)
     account_id: int
+
+
+class DeviceCredential(BaseModel):
+    """That a device secret was issued, and which generation (voice.py derives the secret
+    itself from the server key; only its SHA-256 is stored)."""
+
+    device = peewee.ForeignKeyField(
+        Device, primary_key=True, backref="credential", on_delete="CASCADE"
+    )
+    generation = peewee.IntegerField()
+    secret_sha256 = peewee.CharField(max_length=64)
+    issued_at = peewee.DateTimeField(default=utcnow)
+    issued_by = peewee.ForeignKeyField(Account, null=True, on_delete="SET NULL")
+    device_id: int
+    issued_by_id: int | None

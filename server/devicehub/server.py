@@ -12,12 +12,14 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from devicehub import db, messaging
+from devicehub import broker, db, messaging, revocations
 from devicehub.alimtalk import AlimtalkClient, AlimtalkConfig
 from devicehub.broker import MessageBroker
 from devicehub.config import Settings
-from devicehub.interceptors import AuthInterceptor, ErrorInterceptor
-from devicehub.security import TokenSigner
+from devicehub.interceptors import AuthInterceptor, ErrorInterceptor, InputInterceptor
+from devicehub.listener import NotificationListener
+from devicehub.logins import LoginPolicy
+from devicehub.security import TokenSigner, start_password_hashing, stop_password_hashing
 from devicehub.services.account import AccountServicer
 from devicehub.services.auth import AuthServicer
 from devicehub.services.binding import BindingServicer
@@ -56,7 +58,7 @@ from devicehub.v1 import (
     system_pb2,
     system_pb2_grpc,
 )
-from devicehub.voice import MacRateLimiter, RtcIssuer
+from devicehub.voice import DevicePolicy, DeviceSecrets, RtcIssuer
 from devicehub.weather import WeatherClient, WeatherConfig
 from devicehub.websocket import MessageSocketServer
 from devicehub.workers import worker_address
@@ -129,7 +131,8 @@ class DevicehubServer:
 
     With ``settings.workers > 1`` this process is worker ``worker_index`` of several: it
     shares the gRPC and WebSocket ports with the others (SO_REUSEPORT) and also listens on
-    its own ``worker_address`` for Envoy. Worker 0 runs the message expiry sweep.
+    its own ``worker_address`` for Envoy (a single process listens on one too). Worker 0
+    runs the message expiry sweep.
     """
 
     def __init__(self, settings: Settings, worker_index: int = 0) -> None:
@@ -139,9 +142,22 @@ class DevicehubServer:
         signer = TokenSigner(
             settings.signing_key(), settings.access_token_ttl, settings.refresh_token_ttl
         )
+        # Revocations (account deleted, password or admin flag changed) reach every
+        # process; each ends the open streams of the revoked tokens it serves.
+        self.token_versions = revocations.TokenVersions(
+            notified=db.is_postgres(),
+            token_lifetime=max(settings.access_token_ttl, settings.refresh_token_ttl),
+            on_revoked=lambda revoked: self.broker.close_account(
+                revoked.account_id, revoked.token_version
+            ),
+        )
         self._health = health.aio.HealthServicer()
         self._server = grpc.aio.server(
-            interceptors=[ErrorInterceptor(), AuthInterceptor(signer)],
+            interceptors=[
+                ErrorInterceptor(),
+                AuthInterceptor(signer, self.token_versions),
+                InputInterceptor(),
+            ],
             options=[
                 # Without workers the port is this process's alone: a second server fails.
                 ("grpc.so_reuseport", int(shared_ports)),
@@ -151,8 +167,17 @@ class DevicehubServer:
                 ("grpc.server.max_pending_requests_hard_limit", 2 * MAX_PENDING_CALLS),
             ],
         )
-        auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(signer), self._server)
-        account_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(), self._server)
+        login_policy = LoginPolicy(
+            window=settings.login_window,
+            per_address=settings.login_failures_per_address,
+            per_username=settings.login_failures_per_username,
+        )
+        auth_pb2_grpc.add_AuthServiceServicer_to_server(
+            AuthServicer(signer, login_policy), self._server
+        )
+        account_pb2_grpc.add_AccountServiceServicer_to_server(
+            AccountServicer(self.token_versions), self._server
+        )
         device_type_pb2_grpc.add_DeviceTypeServiceServicer_to_server(
             DeviceTypeServicer(), self._server
         )
@@ -179,7 +204,6 @@ class DevicehubServer:
             heartbeat=settings.stream_heartbeat,
         )
         self.broker = MessageBroker(
-            postgres_dsn=settings.database_url if db.is_postgres() else None,
             fetch=lambda message_id: db.run_db(messaging.fetch_message, message_id),
             # SQLite has no NOTIFY: every process (worker) polls the table instead.
             poll=(
@@ -190,8 +214,16 @@ class DevicehubServer:
             newest_id=(
                 None if db.is_postgres() else (lambda: db.run_db(messaging.newest_message_id))
             ),
-            on_listening_changed=self._on_listening_changed,
         )
+        # PostgreSQL: one LISTEN connection brings this process live messages and token
+        # revocations (SQLite: the broker and the revocations poll their tables).
+        self.listener: NotificationListener | None = None
+        if db.is_postgres():
+            self.listener = NotificationListener(
+                settings.database_url, on_listening_changed=self._on_listening_changed
+            )
+            self.listener.add_channel(broker.CHANNEL, self.broker)
+            self.listener.add_channel(revocations.REVOCATION_CHANNEL, self.token_versions)
         weather = WeatherClient(
             WeatherConfig(
                 geocoding_url=settings.weather_geocoding_url,
@@ -206,12 +238,25 @@ class DevicehubServer:
         rtc_pb2_grpc.add_RtcServiceServicer_to_server(
             RtcServicer(
                 RtcIssuer(settings.rtc_app_id, settings.rtc_app_key),
-                MacRateLimiter(settings.rtc_mac_requests_per_minute),
+                DevicePolicy(
+                    mode=settings.rtc_device_auth,
+                    mac_requests_per_minute=settings.rtc_mac_requests_per_minute,
+                    address_window=settings.rtc_address_window,
+                    address_macs=settings.rtc_address_macs,
+                    address_misses=settings.rtc_address_misses,
+                    max_skew=settings.rtc_signature_max_skew,
+                ),
+                DeviceSecrets(settings.signing_key()),
             ),
             self._server,
         )
         self._websocket = MessageSocketServer(
-            signer, self.broker, self.policy, self.deliveries, reuse_port=shared_ports
+            signer,
+            self.broker,
+            self.policy,
+            self.deliveries,
+            reuse_port=shared_ports,
+            token_versions=self.token_versions,
         )
         self._sweeper: asyncio.Task[None] | None = None
         self._started = False
@@ -232,10 +277,12 @@ class DevicehubServer:
         self.port = self._server.add_insecure_port(settings.grpc_address)
         if not self.port:
             raise SystemExit(f"cannot listen on {settings.grpc_address}")
-        if shared_ports:
-            address = f"unix-abstract:{worker_address(settings, worker_index)}"
-            if not self._server.add_insecure_port(address):
-                raise SystemExit(f"cannot listen on {address}")
+        # Envoy always reaches this process over its own abstract socket (also with one
+        # worker): a call that arrives there came through Envoy, so its x-forwarded-for
+        # (set by Envoy from the real peer) can be trusted, unlike a direct TCP client's.
+        address = f"unix-abstract:{worker_address(settings, worker_index)}"
+        if not self._server.add_insecure_port(address):
+            raise SystemExit(f"cannot listen on {address}")
 
     def _on_listening_changed(self, listening: bool) -> None:
         """While the LISTEN connection is down, live messages sent through other processes
@@ -262,7 +309,11 @@ class DevicehubServer:
 
     async def start(self) -> None:
         db.start_executor(self.settings.db_pool_size)
+        start_password_hashing(self.settings.password_hash_concurrency)
         await self.broker.start()
+        await self.token_versions.start()
+        if self.listener is not None:
+            await self.listener.start()
         self.deliveries.start()
         if self.worker_index == 0:
             self._sweeper = asyncio.create_task(self._expire_messages(), name="message-expiry")
@@ -282,9 +333,13 @@ class DevicehubServer:
         await self._server.stop(self.settings.shutdown_grace)
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self.listener is not None:
+            await self.listener.stop()
         await self.broker.stop()
+        await self.token_versions.stop()
         await self.deliveries.stop()  # before the database pool closes
         await asyncio.to_thread(db.stop_executor)
+        await asyncio.to_thread(stop_password_hashing)
         log.info("gRPC server stopped")
 
     async def _expire_messages(self) -> None:

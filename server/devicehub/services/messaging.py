@@ -81,6 +81,9 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
 
     async def SubscribeMessages(self, request: pb.SubscribeMessagesRequest, context):
         account_id = messaging.subscriber_account(current_caller(), request.user_id)
+        # The stream is established: say so now (REST clients get their 200 and headers)
+        # rather than with the first message or heartbeat, up to a heartbeat later.
+        await context.send_initial_metadata(())
         events = messaging.subscribe(
             account_id,
             request.after_id,
