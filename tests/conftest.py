@@ -191,6 +191,7 @@ def stack_env(
         DEVICEHUB_RTC_ADDRESS_MISSES="1000000",
         DEVICEHUB_LOGIN_FAILURES_PER_ADDRESS="1000000",
         DEVICEHUB_LOGIN_FAILURES_PER_USERNAME="1000000",
+        DEVICEHUB_REGISTRATIONS_PER_ADDRESS="1000000",
         # Every stack runs worker processes, like a production server on a 2-core machine.
         DEVICEHUB_WORKERS="2",
     )

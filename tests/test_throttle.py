@@ -9,6 +9,7 @@ address (127.0.0.N; Envoy listens on 127.0.0.1), so tests do not share windows.
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import re
 import time
@@ -45,6 +46,7 @@ ADDRESS_MISSES = 10
 ADDRESS_MACS = 20
 LOGIN_FAILURES_PER_ADDRESS = 20
 LOGIN_FAILURES_PER_USERNAME = 10
+REGISTRATIONS_PER_ADDRESS = 20  # per hour
 WINDOW = 600
 
 
@@ -68,6 +70,7 @@ def guarded(request, tmp_path_factory, alimtalk_provider, weather_provider) -> I
         "DEVICEHUB_RTC_ADDRESS_MISSES",
         "DEVICEHUB_LOGIN_FAILURES_PER_ADDRESS",
         "DEVICEHUB_LOGIN_FAILURES_PER_USERNAME",
+        "DEVICEHUB_REGISTRATIONS_PER_ADDRESS",
     ):
         env.pop(name, None)
     env["DEVICEHUB_LOG_LEVEL"] = "INFO"
@@ -107,6 +110,22 @@ def send(
         connection.close()
 
 
+_user_addresses = itertools.count()
+
+
+def new_user(stack: Stack) -> tuple[dict, str]:
+    """A fresh account and its token, registered from an address of its own: registrations
+    are limited per address, and these tests count other things."""
+    number = next(_user_addresses)
+    source = f"127.1.{number // 250}.{number % 250 + 1}"
+    credentials = {"username": unique("user").lower(), "password": "password-123"}
+    status, _, account = send(stack, source, "POST", "/api/v1/auth/register", body=credentials)
+    assert status == 200, account
+    status, _, token = send(stack, source, "POST", LOGIN, body=credentials)
+    assert status == 200, token
+    return account, token["access_token"]
+
+
 def assert_throttled(status: int, headers: dict, body: dict, style: str = "status") -> None:
     assert status == 429, (status, body)
     assert re.fullmatch(r"[0-9]+", headers.get("retry-after", "")), headers
@@ -119,7 +138,7 @@ def assert_throttled(status: int, headers: dict, body: dict, style: str = "statu
 
 
 def bind(stack: Stack, mac: str) -> None:
-    _, token = stack.new_user()
+    _, token = new_user(stack)
     response = stack.request(
         "POST",
         "/api/device/user-devices/bind/",
@@ -296,7 +315,7 @@ def test_failed_logins_are_throttled_and_the_owner_still_gets_in(guarded):
     """500 wrong passwords for one account from one address: 10 failures (the username's
     limit, for addresses that failed for it), then 429 + Retry-After (before: 500 x 401).
     The owner, from another address, logs in with the correct password."""
-    account, _ = guarded.new_user()
+    account, _ = new_user(guarded)
     username = account["username"]
     answers = [login(guarded, "127.0.0.7", username, f"wrong-{i:04d}") for i in range(500)]
     statuses = [status for status, _, _ in answers]
@@ -312,10 +331,32 @@ def test_failed_logins_are_throttled_and_the_owner_still_gets_in(guarded):
     assert body["access_token"]
 
 
+def register(stack: Stack, source: str) -> tuple[int, dict, dict]:
+    body = {"username": unique("signup").lower(), "password": "password-123"}
+    return send(stack, source, "POST", "/api/v1/auth/register", body=body)
+
+
+def test_registrations_are_throttled_per_address(guarded):
+    """Registration needs no token: one address gets REGISTRATIONS_PER_ADDRESS accounts per
+    window, then 429 + Retry-After (and no account); another address still registers."""
+    within_one_window(3600, needed=45)
+    before = query_database(guarded, "SELECT count(*) FROM account")[0][0]
+    answers = [register(guarded, "127.0.0.30") for _ in range(REGISTRATIONS_PER_ADDRESS + 3)]
+    statuses = [status for status, _, _ in answers]
+    assert statuses[:REGISTRATIONS_PER_ADDRESS] == [200] * REGISTRATIONS_PER_ADDRESS
+    for status, headers, body in answers[REGISTRATIONS_PER_ADDRESS:]:
+        assert status == 429, (status, body)
+        assert 1 <= int(headers["retry-after"]) <= 3600
+        assert body == {"detail": "Too many registrations from this address; try again later"}
+    after = query_database(guarded, "SELECT count(*) FROM account")[0][0]
+    assert after - before == REGISTRATIONS_PER_ADDRESS
+    assert register(guarded, "127.0.0.31")[0] == 200
+
+
 def test_failed_logins_per_address_across_usernames(guarded):
     """Credential stuffing: one address, a different username each time: 20 failures,
     then every login from that address is refused until the window ends."""
-    account, _ = guarded.new_user()
+    account, _ = new_user(guarded)
     answers = [
         login(guarded, "127.0.0.9", unique("nobody").lower(), "wrong-password")
         for _ in range(LOGIN_FAILURES_PER_ADDRESS + 5)
@@ -334,7 +375,7 @@ def test_failed_logins_per_address_across_usernames(guarded):
 def test_failed_logins_per_username_from_many_addresses(guarded):
     """A distributed guesser: once the username has 10 failures, addresses that failed for
     it are refused; an address that did not fail, and the owner's, still get answers."""
-    account, _ = guarded.new_user()
+    account, _ = new_user(guarded)
     username = account["username"]
     attackers = [f"127.0.1.{n}" for n in range(1, 6)]
     for source in attackers:
@@ -347,13 +388,13 @@ def test_failed_logins_per_username_from_many_addresses(guarded):
     status, _, body = login(guarded, "127.0.1.10", username, "password-123")
     assert status == 200, body
     # Another username from the attacking addresses is unaffected (under their limit).
-    other, _ = guarded.new_user()
+    other, _ = new_user(guarded)
     status, _, body = login(guarded, attackers[0], other["username"], "password-123")
     assert status == 200, body
 
 
 def test_failed_logins_over_grpc_are_throttled_by_peer(guarded):
-    account, _ = guarded.new_user()
+    account, _ = new_user(guarded)
     stub = auth_pb2_grpc.AuthServiceStub(guarded.channel())
     codes = []
     for index in range(LOGIN_FAILURES_PER_USERNAME + 1):
@@ -395,7 +436,7 @@ def test_windows_reuse_their_row_and_ended_windows_are_swept(stack, in_process_d
 def test_concurrent_guesses_cannot_overshoot_the_limits(guarded):
     """Attempts count before their outcome is known: 30 wrong logins and 30 random MACs,
     16 at a time, give exactly the configured number of 401s and 404s."""
-    account, _ = guarded.new_user()
+    account, _ = new_user(guarded)
     with ThreadPoolExecutor(16) as pool:
         logins = list(
             pool.map(

@@ -24,7 +24,6 @@ from devicehub.security import (
     Caller,
     hash_password,
     hash_password_bounded,
-    verify_password,
     verify_password_bounded,
 )
 from devicehub.v1 import error_pb2
@@ -86,17 +85,6 @@ def register(
             return Account.create(password_hash=password_hash, is_admin=is_admin, **fields)
         except peewee.IntegrityError:
             raise taken from None
-
-
-def authenticate(username: str, password: str) -> Account:
-    """Returns the account for a correct username and password."""
-    account = Account.get_or_none(Account.username == username.strip())
-    if not verify_password(account.password_hash if account else None, password):
-        raise Unauthenticated(
-            "Incorrect username or password", error_pb2.ERROR_REASON_INVALID_CREDENTIALS
-        )
-    assert account is not None
-    return account
 
 
 def get_account(account_id: int) -> Account:

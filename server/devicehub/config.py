@@ -92,6 +92,9 @@ class Settings:
     login_window: int = 600
     login_failures_per_address: int = 20
     login_failures_per_username: int = 10
+    # Registrations per client address and window (registration needs no token).
+    registrations_per_address: int = 20
+    registration_window: int = 3600
     # Password hashes (Argon2) computed at once per process, off the database threads.
     password_hash_concurrency: int = 1
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -171,6 +174,12 @@ class Settings:
             ),
             login_failures_per_username=_int(
                 env, "DEVICEHUB_LOGIN_FAILURES_PER_USERNAME", defaults.login_failures_per_username
+            ),
+            registrations_per_address=_int(
+                env, "DEVICEHUB_REGISTRATIONS_PER_ADDRESS", defaults.registrations_per_address
+            ),
+            registration_window=max(
+                1, _int(env, "DEVICEHUB_REGISTRATION_WINDOW", defaults.registration_window)
             ),
             password_hash_concurrency=max(
                 1,

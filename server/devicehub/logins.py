@@ -2,6 +2,8 @@
 
 Rules:
 
+- Registrations (``SignupPolicy``) count per client address, every attempt: each creates
+  an account and costs a password hash, and no token is needed to ask.
 - Only FAILED logins count, in fixed windows of ``window`` seconds (throttle.py), shared by
   every server process: per client address (any username), per username (any address),
   and per (username, address) pair.
@@ -34,6 +36,7 @@ from devicehub.v1 import error_pb2
 
 INCORRECT = "Incorrect username or password"
 TOO_MANY = "Too many failed logins; try again later"
+TOO_MANY_REGISTRATIONS = "Too many registrations from this address; try again later"
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,24 @@ class LoginPolicy:
     @property
     def pair(self) -> Limit:  # whether this address failed for this username: hits unused
         return Limit("login-pair", 0, self.window)
+
+
+@dataclass(frozen=True)
+class SignupPolicy:
+    window: int = 3600
+    per_address: int = 20
+
+    @property
+    def address(self) -> Limit:
+        return Limit("register-address", self.per_address, self.window)
+
+
+def count_registration(policy: SignupPolicy, address: str) -> None:
+    """Counts a registration attempt of ``address``; raises Throttled over the limit."""
+    now = time.time()
+    window = policy.address.hit(address, now)
+    if policy.address.over(window):
+        raise Throttled(TOO_MANY_REGISTRATIONS, window.retry_after(now))
 
 
 def _pair(username: str, address: str) -> str:

@@ -18,7 +18,7 @@ from devicehub.broker import MessageBroker
 from devicehub.config import Settings
 from devicehub.interceptors import AuthInterceptor, ErrorInterceptor, InputInterceptor
 from devicehub.listener import NotificationListener
-from devicehub.logins import LoginPolicy
+from devicehub.logins import LoginPolicy, SignupPolicy
 from devicehub.security import TokenSigner, start_password_hashing, stop_password_hashing
 from devicehub.services.account import AccountServicer
 from devicehub.services.auth import AuthServicer
@@ -172,8 +172,11 @@ class DevicehubServer:
             per_address=settings.login_failures_per_address,
             per_username=settings.login_failures_per_username,
         )
+        signup_policy = SignupPolicy(
+            window=settings.registration_window, per_address=settings.registrations_per_address
+        )
         auth_pb2_grpc.add_AuthServiceServicer_to_server(
-            AuthServicer(signer, login_policy), self._server
+            AuthServicer(signer, login_policy, signup_policy), self._server
         )
         account_pb2_grpc.add_AccountServiceServicer_to_server(
             AccountServicer(self.token_versions), self._server

@@ -5,7 +5,7 @@ from __future__ import annotations
 from devicehub import accounts, logins
 from devicehub.db import run_db
 from devicehub.interceptors import client_address
-from devicehub.logins import LoginPolicy
+from devicehub.logins import LoginPolicy, SignupPolicy
 from devicehub.models import Account
 from devicehub.security import Caller, TokenSigner, hash_password_bounded
 from devicehub.services import messages
@@ -13,9 +13,15 @@ from devicehub.v1 import account_pb2, auth_pb2, auth_pb2_grpc
 
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
-    def __init__(self, signer: TokenSigner, login_policy: LoginPolicy | None = None) -> None:
+    def __init__(
+        self,
+        signer: TokenSigner,
+        login_policy: LoginPolicy | None = None,
+        signup_policy: SignupPolicy | None = None,
+    ) -> None:
         self._signer = signer
         self._login_policy = login_policy or LoginPolicy()
+        self._signup_policy = signup_policy or SignupPolicy()
 
     def _token_pair(self, account: Account) -> auth_pb2.Token:
         caller = Caller(
@@ -31,6 +37,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def Register(self, request: auth_pb2.RegisterRequest, context) -> account_pb2.Account:
         # Hashed on the bounded hashing executor, not on a database thread; a password of
         # the wrong length is refused by accounts.register before any hashing.
+        await run_db(logins.count_registration, self._signup_policy, client_address(context))
         password = request.password
         hashable = accounts.MIN_PASSWORD_LENGTH <= len(password) <= accounts.MAX_PASSWORD_LENGTH
         row = await run_db(
