@@ -348,6 +348,26 @@ def create_device(stack: Stack, token: str, device_type: int, batch: int) -> dic
     return response.json()
 
 
+def batch_create_devices(
+    stack: Stack, token: str, device_type: int, batch: int, count: int, mac_prefix: str
+) -> list[int]:
+    """Registers ``count`` devices with batch_create (serials from 00001); their ids."""
+    response = stack.request(
+        "POST",
+        "/api/device/devices/batch_create/",
+        token,
+        json={
+            "device_type": device_type,
+            "batch": batch,
+            "start_serial": "00001",
+            "count": count,
+            "mac_prefix": mac_prefix,
+        },
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
+
+
 def create_child(stack: Stack, token: str, first_name: str = "Min") -> dict:
     response = stack.request(
         "POST",

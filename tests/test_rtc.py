@@ -20,6 +20,7 @@ from conftest import (
     DEVICEHUB,
     RTC_APP_ID,
     RTC_APP_KEY,
+    batch_create_devices,
     create_batch,
     create_device,
     create_type,
@@ -429,20 +430,9 @@ def test_device_secrets_for_a_whole_batch(stack):
     admin = stack.admin_token
     device_type = create_type(stack, admin)
     batch = create_batch(stack, admin, device_type["id"])
-    response = stack.request(
-        "POST",
-        "/api/device/devices/batch_create/",
-        admin,
-        json={
-            "device_type": device_type["id"],
-            "batch": batch["id"],
-            "start_serial": "00001",
-            "count": 5,
-            "mac_prefix": random_mac()[:8],
-        },
+    created = batch_create_devices(
+        stack, admin, device_type["id"], batch["id"], 5, random_mac()[:8]
     )
-    assert response.status_code == 200, response.text
-    created = response.json()["data"]
     secrets = issue(stack, admin, batch_id=batch["id"]).json()["secrets"]
     assert [item["device_id"] for item in secrets] == sorted(created)
     assert len({item["secret"] for item in secrets}) == 5

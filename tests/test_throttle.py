@@ -27,7 +27,9 @@ from devicehub.v1 import auth_pb2, auth_pb2_grpc, rtc_pb2, rtc_pb2_grpc
 
 from conftest import (
     Stack,
+    batch_create_devices,
     create_batch,
+    create_device,
     create_type,
     query_database,
     random_mac,
@@ -158,19 +160,7 @@ def test_guessing_batch_created_macs_is_throttled_by_address(guarded):
     device_type = create_type(guarded, admin)
     batch = create_batch(guarded, admin, device_type["id"])
     prefix = random_mac()[:8]
-    response = guarded.request(
-        "POST",
-        "/api/device/devices/batch_create/",
-        admin,
-        json={
-            "device_type": device_type["id"],
-            "batch": batch["id"],
-            "start_serial": "00001",
-            "count": 64,
-            "mac_prefix": prefix,
-        },
-    )
-    assert response.status_code == 200, response.text
+    batch_create_devices(guarded, admin, device_type["id"], batch["id"], 64, prefix)
     macs = [f"{prefix}:00:00:{serial:02X}" for serial in range(1, 65)]
     bound = {macs[i] for i in (20, 27, 33, 41, 48, 55, 62)}
     for mac in bound:
@@ -212,19 +202,7 @@ def test_distinct_macs_per_address_are_limited_even_when_all_are_found(guarded):
     batch = create_batch(guarded, admin, device_type["id"])
     macs = []
     for _ in range(ADDRESS_MACS + 1):
-        response = guarded.request(
-            "POST",
-            "/api/device/devices/",
-            admin,
-            json={
-                "device_type": device_type["id"],
-                "batch": batch["id"],
-                "serial_number": unique("S"),
-                "mac_address": random_mac(),
-            },
-        )
-        assert response.status_code == 200, response.text
-        macs.append(response.json()["mac_address"])
+        macs.append(create_device(guarded, admin, device_type["id"], batch["id"])["mac_address"])
         bind(guarded, macs[-1])
     for mac in macs[:ADDRESS_MACS]:
         status, _, body = send(guarded, "127.0.0.4", "GET", BY_MAC, params={"mac_address": mac})
@@ -282,18 +260,7 @@ def test_tokens_issued_by_mac_are_logged_without_the_token(guarded):
     admin = guarded.admin_token
     device_type = create_type(guarded, admin)
     batch = create_batch(guarded, admin, device_type["id"])
-    response = guarded.request(
-        "POST",
-        "/api/device/devices/",
-        admin,
-        json={
-            "device_type": device_type["id"],
-            "batch": batch["id"],
-            "serial_number": unique("S"),
-            "mac_address": random_mac(),
-        },
-    )
-    device = response.json()
+    device = create_device(guarded, admin, device_type["id"], batch["id"])
     bind(guarded, device["mac_address"])
     status, _, body = send(
         guarded, "127.0.0.6", "GET", BY_MAC, params={"mac_address": device["mac_address"]}
