@@ -267,14 +267,19 @@ def weather_provider() -> Iterator[fake_weather.FakeWeather]:
     provider.stop()
 
 
+def backend_database(request, backend: str, tmp: Path, cluster: str = "pg_cluster") -> str:
+    """The database of a stack of ``backend``: a SQLite file in ``tmp``, or a new database
+    in the PostgreSQL cluster of the session fixture named ``cluster``."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp / 'devicehub.sqlite3'}"
+    return request.getfixturevalue(cluster).create_database(unique("dh").lower())
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def stack(request, tmp_path_factory, alimtalk_provider, weather_provider) -> Iterator[Stack]:
     backend = request.param
     tmp = tmp_path_factory.mktemp(f"stack-{backend}")
-    if backend == "sqlite":
-        database_url = f"sqlite:///{tmp / 'devicehub.sqlite3'}"
-    else:
-        database_url = request.getfixturevalue("pg_cluster").create_database(unique("dh").lower())
+    database_url = backend_database(request, backend, tmp)
     env = stack_env(tmp, database_url, alimtalk_provider.base_url, weather_provider.base_url)
     started = start_stack(backend, env, tmp / "serve.log")
     yield started
@@ -416,14 +421,19 @@ def new_device(stack: Stack) -> dict:
     return create_device(stack, admin, device_type["id"], batch["id"])
 
 
-@pytest.fixture
-def lux(stack: Stack) -> LuxSetup:
+def lux_setup(stack: Stack) -> LuxSetup:
+    """A fresh parent with a child and a new device connected to it."""
     account, token = stack.new_user()
     child = create_child(stack, token)
     device = new_device(stack)
     response = connect(stack, token, device, child["id"])
     assert response.status_code == 200, response.text
     return LuxSetup(token=token, account=account, child=child, device=device)
+
+
+@pytest.fixture
+def lux(stack: Stack) -> LuxSetup:
+    return lux_setup(stack)
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from conftest import (
     ADMIN_PASSWORD,
     DEVICEHUB,
     Stack,
+    backend_database,
     envoy_admin,
     metadata,
     stack_env,
@@ -185,12 +186,7 @@ def test_more_streams_than_envoys_old_default_leave_unary_calls_working(stack, u
 @pytest.fixture(params=["sqlite", "postgresql"])
 def limited_stack(request, tmp_path) -> Iterator[Stack]:
     """A stack of its own that allows only 20 open streams."""
-    if request.param == "sqlite":
-        database_url = f"sqlite:///{tmp_path / 'devicehub.sqlite3'}"
-    else:
-        database_url = request.getfixturevalue("pg_cluster").create_database(
-            f"limited_{os.getpid()}_{time.monotonic_ns()}"
-        )
+    database_url = backend_database(request, request.param, tmp_path)
     env = stack_env(tmp_path, database_url)
     env.update(DEVICEHUB_MAX_STREAMS="20", DEVICEHUB_STREAM_HEARTBEAT="1")
     started = start_stack(request.param, env, tmp_path / "serve.log")

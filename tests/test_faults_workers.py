@@ -48,15 +48,13 @@ from conftest import (
     DEVICEHUB,
     LuxSetup,
     Stack,
-    connect,
-    create_child,
+    backend_database,
+    lux_setup,
     metadata,
-    new_device,
     query_database,
     stack_env,
     start_stack,
     stop_process,
-    unique,
 )
 
 DEVLOG = "/api/v1/lux/device/devlog"
@@ -72,11 +70,7 @@ RETRY_FOR = 60.0  # a client gives up on a request after this long (it never sho
 def fault_stack(request, tmp_path_factory) -> Iterator[Stack]:
     backend = request.param
     tmp = tmp_path_factory.mktemp(f"faults-workers-{backend}")
-    if backend == "sqlite":
-        database_url = f"sqlite:///{tmp / 'devicehub.sqlite3'}"
-    else:
-        cluster = request.getfixturevalue("durable_pg_cluster")
-        database_url = cluster.create_database(unique("fw").lower())
+    database_url = backend_database(request, backend, tmp, cluster="durable_pg_cluster")
     env = stack_env(tmp, database_url)
     env["DEVICEHUB_MESSAGE_TTL"] = "2"  # the expiry sweep then runs every second
     started = start_stack(backend, env, tmp / "serve.log")
@@ -97,15 +91,6 @@ def log_text(stack: Stack) -> str:
 
 def grpc_port(stack: Stack) -> int:
     return int(stack.env["DEVICEHUB_GRPC_PORT"])
-
-
-def lux_setup(stack: Stack) -> LuxSetup:
-    account, token = stack.new_user()
-    child = create_child(stack, token)
-    device = new_device(stack)
-    response = connect(stack, token, device, child["id"])
-    assert response.status_code == 200, response.text
-    return LuxSetup(token=token, account=account, child=child, device=device)
 
 
 def treatment_date(number: int) -> str:

@@ -27,6 +27,7 @@ from devicehub.v1 import auth_pb2, auth_pb2_grpc, rtc_pb2, rtc_pb2_grpc
 
 from conftest import (
     Stack,
+    backend_database,
     batch_create_devices,
     create_batch,
     create_device,
@@ -62,10 +63,7 @@ def guarded(request, tmp_path_factory, alimtalk_provider, weather_provider) -> I
     """A stack with the default throttle settings (the session stack raises them)."""
     backend = request.param
     tmp = tmp_path_factory.mktemp(f"guarded-{backend}")
-    if backend == "sqlite":
-        database_url = f"sqlite:///{tmp / 'devicehub.sqlite3'}"
-    else:
-        database_url = request.getfixturevalue("pg_cluster").create_database(unique("dh").lower())
+    database_url = backend_database(request, backend, tmp)
     env = stack_env(tmp, database_url, alimtalk_provider.base_url, weather_provider.base_url)
     for name in (
         "DEVICEHUB_RTC_ADDRESS_MACS",
