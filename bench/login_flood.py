@@ -29,7 +29,7 @@ from pathlib import Path
 
 import requests
 
-from devicehub.pgcluster import ThrowawayCluster
+from devicehub.testing.pgcluster import ThrowawayCluster
 
 DEVICEHUB = str(Path(sys.executable).parent / "devicehub")
 PASSWORD = "password-123"

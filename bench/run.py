@@ -51,8 +51,8 @@ import raw
 import seed
 import wrk
 
-from devicehub.pgcluster import ThrowawayCluster
 from devicehub.security import Caller, TokenSigner
+from devicehub.testing.pgcluster import ThrowawayCluster
 
 REPO = Path(__file__).resolve().parents[1]
 DEVICEHUB = str(Path(sys.executable).parent / "devicehub")

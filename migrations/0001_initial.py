@@ -1,6 +1,6 @@
 """Accounts, child accounts and the device catalog (types, batches, devices)."""
 
-from devicehub.migrate import run_script
+from devicehub.storage.migrate import run_script
 
 SCHEMA = """
 CREATE TABLE account (

@@ -1,6 +1,6 @@
 """Bindings (both APIs), usage logs, movement samples and notification attempts."""
 
-from devicehub.migrate import run_script
+from devicehub.storage.migrate import run_script
 
 SCHEMA = """
 CREATE TABLE binding (

@@ -1,6 +1,6 @@
 """Cloud-to-device messages with expiry and delivery state."""
 
-from devicehub.migrate import run_script
+from devicehub.storage.migrate import run_script
 
 SCHEMA = """
 CREATE TABLE message (

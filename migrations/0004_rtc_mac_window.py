@@ -1,6 +1,6 @@
 """Per-MAC request windows of the RTC ``get_by_mac`` rate limit, shared by all processes."""
 
-from devicehub.migrate import run_script
+from devicehub.storage.migrate import run_script
 
 SCHEMA = """
 CREATE TABLE rtc_mac_window (

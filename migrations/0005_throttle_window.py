@@ -5,7 +5,7 @@ dropped rather than migrated (at worst a MAC gets one more minute's calls after 
 upgrade), and that limit now counts in ``throttle_window`` like every other one.
 """
 
-from devicehub.migrate import run_script
+from devicehub.storage.migrate import run_script
 
 SCHEMA = """
 CREATE TABLE throttle_window (

@@ -9,7 +9,7 @@ processes poll it; on PostgreSQL it is announced with NOTIFY and replayed after 
 LISTEN connection). There is no foreign key: the row of a deleted account outlives it.
 """
 
-from devicehub.migrate import run_script
+from devicehub.storage.migrate import run_script
 
 SCHEMA = """
 ALTER TABLE account ADD COLUMN token_version INTEGER NOT NULL DEFAULT 0;

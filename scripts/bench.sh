@@ -9,5 +9,5 @@ if ! command -v wrk >/dev/null; then
   echo "==> installing wrk"
   (apt-get install -y -q wrk || (apt-get update -q && apt-get install -y -q wrk)) >/dev/null
 fi
-.venv/bin/python -c 'from devicehub.pgcluster import ensure_pg_installed; ensure_pg_installed()'
+.venv/bin/python -c 'from devicehub.testing.pgcluster import ensure_pg_installed; ensure_pg_installed()'
 exec .venv/bin/python bench/run.py "$@"

@@ -24,4 +24,4 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 echo "==> generating code from proto/"
-.venv/bin/python -m devicehub.codegen
+.venv/bin/python -m devicehub.runtime.codegen

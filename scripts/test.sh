@@ -13,7 +13,7 @@ if ! command -v wrk >/dev/null; then
 fi
 
 echo "==> PostgreSQL server"
-.venv/bin/python -c 'from devicehub.pgcluster import ensure_pg_installed; print(ensure_pg_installed())'
+.venv/bin/python -c 'from devicehub.testing.pgcluster import ensure_pg_installed; print(ensure_pg_installed())'
 
 echo "==> buf lint / buf format"
 .venv/bin/buf lint

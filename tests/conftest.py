@@ -27,7 +27,7 @@ import pytest
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from devicehub.pgcluster import DURABLE_SETTINGS, ThrowawayCluster
+from devicehub.testing.pgcluster import DURABLE_SETTINGS, ThrowawayCluster
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEVICEHUB = str(Path(sys.executable).parent / "devicehub")
@@ -439,7 +439,7 @@ def lux(stack: Stack) -> LuxSetup:
 @pytest.fixture
 def in_process_db(stack: Stack):
     """The stack's database opened in the test process, for domain-level tests."""
-    import devicehub.db as db
+    import devicehub.storage.db as db
 
     database = db.open_database(stack.database_url, pool_size=2)
     yield database

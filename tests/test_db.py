@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from devicehub import db
+from devicehub.storage import db
 
 
 def test_array_literal_text():

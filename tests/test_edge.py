@@ -13,7 +13,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from devicehub.gateway import transcoded_services
+from devicehub.runtime.gateway import transcoded_services
 from devicehub.v1 import device_pb2, device_pb2_grpc
 
 from conftest import DEVICEHUB, REPO_ROOT, free_port, metadata, stack_env, stop_process

@@ -30,7 +30,7 @@ from test_messaging import MESSAGES, SseStream, Subscription, bound_user, ws_url
 from test_workers import health_status, wait_until, worker_channel
 from websockets.sync.client import connect
 
-from devicehub.pgcluster import ThrowawayCluster
+from devicehub.testing.pgcluster import ThrowawayCluster
 from devicehub.v1 import account_pb2, account_pb2_grpc
 
 from conftest import (

@@ -43,7 +43,7 @@ from test_hostile_input import assert_documented_error
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 from websockets.sync.client import connect
 
-from devicehub.server import SERVICE_NAMES
+from devicehub.runtime.server import SERVICE_NAMES
 
 from conftest import (
     Stack,

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 from google.protobuf import timestamp_pb2
 
-from devicehub.services import messages
+from devicehub.api import converters
 
 TIMES = [
     dt.datetime(2026, 1, 1),
@@ -29,14 +29,14 @@ def protobuf_timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
 
 @pytest.mark.parametrize("value", TIMES, ids=str)
 def test_timestamp_matches_from_datetime(value):
-    assert messages.timestamp(value) == protobuf_timestamp(value)
+    assert converters.timestamp(value) == protobuf_timestamp(value)
 
 
 @pytest.mark.parametrize("value", TIMES, ids=str)
 def test_rfc3339_matches_to_json_string(value):
-    assert messages.rfc3339(value) == protobuf_timestamp(value).ToJsonString()
+    assert converters.rfc3339(value) == protobuf_timestamp(value).ToJsonString()
 
 
 def test_nullable_time():
-    assert messages.nullable_time(None).WhichOneof("kind") == "null_value"
-    assert messages.nullable_time(TIMES[1]).string_value == "2026-11-22T23:59:59.001Z"
+    assert converters.nullable_time(None).WhichOneof("kind") == "null_value"
+    assert converters.nullable_time(TIMES[1]).string_value == "2026-11-22T23:59:59.001Z"

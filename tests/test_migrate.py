@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-import devicehub.db as db
-from devicehub.migrate import MIGRATIONS_DIR, apply_migrations
+import devicehub.storage.db as db
+from devicehub.storage.migrate import MIGRATIONS_DIR, apply_migrations
 
 from conftest import DEVICEHUB, unique
 

@@ -11,8 +11,8 @@ import grpc
 import pytest
 
 from devicehub import notifications
-from devicehub.alimtalk import AlimtalkClient, AlimtalkConfig
 from devicehub.errors import Conflict
+from devicehub.integrations.alimtalk import AlimtalkClient, AlimtalkConfig
 from devicehub.security import Caller
 from devicehub.v1 import notification_pb2, notification_pb2_grpc
 

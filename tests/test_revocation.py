@@ -23,9 +23,9 @@ from test_workers import WORKERS, worker_channel
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
-import devicehub.db as db
+import devicehub.storage.db as db
 from devicehub.broker import REVOKED, MessageBroker
-from devicehub.migrate import MIGRATIONS_DIR, apply_migrations
+from devicehub.storage.migrate import MIGRATIONS_DIR, apply_migrations
 from devicehub.v1 import (
     account_pb2,
     account_pb2_grpc,

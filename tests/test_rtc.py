@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import grpc
 import pytest
 
-from devicehub import rtc
+from devicehub.integrations import volcano_token as rtc
 from devicehub.v1 import rtc_pb2, rtc_pb2_grpc
 
 from conftest import (

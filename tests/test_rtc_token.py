@@ -1,4 +1,4 @@
-"""Volcano Engine RTC AccessToken "001": pure unit tests of devicehub.rtc (no server stack)."""
+"""Volcano Engine RTC AccessToken "001": pure unit tests of the token codec (no server stack)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from devicehub import rtc
+from devicehub.integrations import volcano_token as rtc
 
 APP_ID = "0123456789abcdef01234567"
 APP_KEY = "app-key-for-tests"

@@ -12,7 +12,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from devicehub.server import SERVICE_NAMES
+from devicehub.runtime.server import SERVICE_NAMES
 from devicehub.v1 import device_pb2, device_pb2_grpc
 
 from conftest import (

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from fake_weather import FakeCity, FakeWeather
 
-from devicehub.weather import (
+from devicehub.integrations.weather import (
     WEATHER_CODES,
     CityNotFound,
     Weather,

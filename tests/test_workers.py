@@ -25,8 +25,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from test_messaging import Subscription, bound_user, grpc_text, stub_for
 from test_rtc import bound_user as user_with_device
 
+from devicehub.runtime.workers import RestartPolicy, RestartTracker
 from devicehub.v1 import rtc_pb2, rtc_pb2_grpc
-from devicehub.workers import RestartPolicy, RestartTracker
 
 from conftest import (
     DEVICEHUB,

@@ -9,7 +9,6 @@ import re
 import peewee
 
 from devicehub import binding, revocations, validation
-from devicehub.db import database, run_db
 from devicehub.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -17,7 +16,6 @@ from devicehub.errors import (
     PermissionDenied,
     Unauthenticated,
 )
-from devicehub.models import Account, Binding, Child, utcnow
 from devicehub.pagination import Page, paginate
 from devicehub.security import (
     INVALID_TOKEN_MESSAGE,
@@ -26,6 +24,8 @@ from devicehub.security import (
     hash_password_bounded,
     verify_password_bounded,
 )
+from devicehub.storage.db import database, run_db
+from devicehub.storage.models import Account, Binding, Child, utcnow
 from devicehub.v1 import error_pb2
 
 _USERNAME = re.compile(r"^[A-Za-z0-9@.+_-]{3,150}$")

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import peewee
 
 from devicehub import validation
-from devicehub.db import database, execute_prepared, is_postgres
 from devicehub.errors import (
     Conflict,
     InvalidArgument,
@@ -27,8 +26,9 @@ from devicehub.errors import (
     PermissionDenied,
     Unauthenticated,
 )
-from devicehub.models import Account, Binding, Child, Device, DeviceType, utcnow
 from devicehub.security import Caller
+from devicehub.storage.db import database, execute_prepared, is_postgres
+from devicehub.storage.models import Account, Binding, Child, Device, DeviceType, utcnow
 from devicehub.v1 import error_pb2 as reasons
 
 NOT_AUTHORIZED_USER = "Not authorized user"

@@ -14,9 +14,11 @@ import uuid
 import peewee
 
 from devicehub import validation
-from devicehub.db import database
 from devicehub.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, PermissionDenied
-from devicehub.models import (
+from devicehub.pagination import Page, paginate
+from devicehub.security import Caller
+from devicehub.storage.db import database
+from devicehub.storage.models import (
     Binding,
     Device,
     DeviceBatch,
@@ -25,8 +27,6 @@ from devicehub.models import (
     MovementSample,
     utcnow,
 )
-from devicehub.pagination import Page, paginate
-from devicehub.security import Caller
 from devicehub.v1 import error_pb2 as reasons
 
 MAX_BATCH_CREATE = 1000

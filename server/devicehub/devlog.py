@@ -31,10 +31,10 @@ from typing import Any
 import peewee
 
 from devicehub import binding
-from devicehub.db import array_literal, database, execute_prepared, is_postgres
 from devicehub.errors import Conflict, InvalidArgument, NotFound
-from devicehub.models import Child, Device, Devlog, utcnow
 from devicehub.security import Caller
+from devicehub.storage.db import array_literal, database, execute_prepared, is_postgres
+from devicehub.storage.models import Child, Device, Devlog, utcnow
 from devicehub.v1 import error_pb2 as reasons
 
 MAX_DEVLOG_ENTRIES = 1000

@@ -27,10 +27,10 @@ import time
 from dataclasses import dataclass
 
 from devicehub import throttle
-from devicehub.db import run_db
 from devicehub.errors import Unauthenticated
-from devicehub.models import Account
 from devicehub.security import verify_password_bounded
+from devicehub.storage.db import run_db
+from devicehub.storage.models import Account
 from devicehub.throttle import Limit, Throttled
 from devicehub.v1 import error_pb2
 

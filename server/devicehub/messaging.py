@@ -24,7 +24,6 @@ from peewee import fn
 
 from devicehub import binding, validation
 from devicehub.broker import CHANNEL, CLOSED, RESYNC, REVOKED, MessageBroker, notify_payload
-from devicehub.db import database, is_postgres, run_db
 from devicehub.errors import (
     Conflict,
     InvalidArgument,
@@ -34,10 +33,11 @@ from devicehub.errors import (
     Unauthenticated,
     Unavailable,
 )
-from devicehub.models import Account, Binding, Message, utcnow
+from devicehub.integrations.weather import CityNotFound, WeatherClient, WeatherUnavailable
 from devicehub.security import INVALID_TOKEN_MESSAGE, Caller
+from devicehub.storage.db import database, is_postgres, run_db
+from devicehub.storage.models import Account, Binding, Message, utcnow
 from devicehub.v1 import error_pb2 as reasons
-from devicehub.weather import CityNotFound, WeatherClient, WeatherUnavailable
 
 log = logging.getLogger(__name__)
 

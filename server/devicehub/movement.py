@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from devicehub import binding
-from devicehub.db import array_literal, database, is_postgres
 from devicehub.errors import InvalidArgument
-from devicehub.models import MovementSample
 from devicehub.pagination import decode_cursor, encode_cursor
 from devicehub.security import Caller
+from devicehub.storage.db import array_literal, database, is_postgres
+from devicehub.storage.models import MovementSample
 from devicehub.v1 import error_pb2 as reasons
 
 MAX_SAMPLES_PER_UPLOAD = 10_000

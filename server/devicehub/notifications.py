@@ -12,11 +12,11 @@ import datetime as dt
 from dataclasses import dataclass
 
 from devicehub import binding
-from devicehub.alimtalk import AlimtalkClient
-from devicehub.db import database, run_db
 from devicehub.errors import Conflict, PermissionDenied, Unauthenticated
-from devicehub.models import Account, AlimtalkAttempt, utcnow
+from devicehub.integrations.alimtalk import AlimtalkClient
 from devicehub.security import Caller
+from devicehub.storage.db import database, run_db
+from devicehub.storage.models import Account, AlimtalkAttempt, utcnow
 from devicehub.v1 import error_pb2 as reasons
 
 SENT = "sent"

@@ -10,7 +10,7 @@ import peewee
 
 from devicehub import validation
 from devicehub.errors import InvalidArgument
-from devicehub.models import BaseModel
+from devicehub.storage.models import BaseModel
 
 MAX_PAGE_SIZE = 1000
 T = TypeVar("T", bound=BaseModel)

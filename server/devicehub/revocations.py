@@ -28,10 +28,10 @@ from dataclasses import dataclass
 
 import peewee
 
-from devicehub.db import database, is_postgres, run_db
 from devicehub.errors import Unauthenticated
-from devicehub.models import Account, AccountRevocation, utcnow
 from devicehub.security import INVALID_TOKEN_MESSAGE, Caller
+from devicehub.storage.db import database, is_postgres, run_db
+from devicehub.storage.models import Account, AccountRevocation, utcnow
 
 log = logging.getLogger(__name__)
 

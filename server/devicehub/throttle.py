@@ -28,8 +28,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from devicehub.db import database
 from devicehub.errors import ResourceExhausted
+from devicehub.storage.db import database
 from devicehub.v1 import error_pb2
 
 SWEEP_SECONDS = 60.0

@@ -1,6 +1,6 @@
 """Builds everything derived from proto/: Python stubs and Envoy's descriptor set.
 
-Run as ``python -m devicehub.codegen`` (the bootstrap script does). Outputs:
+Run as ``python -m devicehub.runtime.codegen`` (the bootstrap script does). Outputs:
 
 - ``server/devicehub/v1/*_pb2.py`` and ``*_pb2_grpc.py``: the ``devicehub.v1`` package's
   messages and service stubs, importable as ``devicehub.v1``;
@@ -22,7 +22,7 @@ import google.api
 import grpc_tools
 from grpc_tools import protoc
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 PROTO_ROOT = REPO_ROOT / "proto"
 PYTHON_OUT = REPO_ROOT / "server"
 BUILD_DIR = REPO_ROOT / "build"

@@ -10,7 +10,7 @@ keep data you care about in one.
     with ThrowawayCluster() as cluster:
         connect(cluster.url)  # postgresql://postgres@127.0.0.1:PORT/devicehub
 
-``python -m devicehub.pgcluster [--seconds N]`` starts one for manual debugging.
+``python -m devicehub.testing.pgcluster [--seconds N]`` starts one for manual debugging.
 """
 
 from __future__ import annotations

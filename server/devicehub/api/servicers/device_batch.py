@@ -5,10 +5,10 @@ from __future__ import annotations
 from google.protobuf import empty_pb2
 
 from devicehub import catalog
-from devicehub.db import run_db
-from devicehub.interceptors import current_caller
-from devicehub.services import messages
-from devicehub.services.rest_edge import send_list_metadata
+from devicehub.api import converters
+from devicehub.api.interceptors import current_caller
+from devicehub.api.rest_edge import send_list_metadata
+from devicehub.storage.db import run_db
 from devicehub.v1 import device_batch_pb2 as pb
 from devicehub.v1 import device_batch_pb2_grpc
 
@@ -18,7 +18,7 @@ class DeviceBatchServicer(device_batch_pb2_grpc.DeviceBatchServiceServicer):
         page = await run_db(catalog.list_device_batches, request.page_size, request.page_token)
         await send_list_metadata(context, "device_batches", page.next_page_token)
         return pb.ListDeviceBatchesResponse(
-            device_batches=[messages.device_batch(row) for row in page.items],
+            device_batches=[converters.device_batch(row) for row in page.items],
             next_page_token=page.next_page_token,
         )
 
@@ -33,10 +33,10 @@ class DeviceBatchServicer(device_batch_pb2_grpc.DeviceBatchServiceServicer):
             given.quantity,
             given.description,
         )
-        return messages.device_batch(row)
+        return converters.device_batch(row)
 
     async def GetDeviceBatch(self, request: pb.GetDeviceBatchRequest, context):
-        return messages.device_batch(await run_db(catalog.get_device_batch, request.id))
+        return converters.device_batch(await run_db(catalog.get_device_batch, request.id))
 
     async def UpdateDeviceBatch(self, request: pb.UpdateDeviceBatchRequest, context):
         given = request.device_batch
@@ -50,7 +50,7 @@ class DeviceBatchServicer(device_batch_pb2_grpc.DeviceBatchServiceServicer):
             given.quantity,
             given.description,
         )
-        return messages.device_batch(row)
+        return converters.device_batch(row)
 
     async def DeleteDeviceBatch(self, request: pb.DeleteDeviceBatchRequest, context):
         await run_db(catalog.delete_device_batch, current_caller(), request.id)

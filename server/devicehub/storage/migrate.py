@@ -16,7 +16,7 @@ from pathlib import Path
 import peewee
 
 from devicehub.config import REPO_ROOT
-from devicehub.models import utcnow
+from devicehub.storage.models import utcnow
 
 log = logging.getLogger(__name__)
 

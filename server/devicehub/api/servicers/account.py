@@ -5,10 +5,10 @@ from __future__ import annotations
 from google.protobuf import empty_pb2
 
 from devicehub import accounts, revocations
-from devicehub.db import run_db
-from devicehub.interceptors import current_caller
-from devicehub.services import messages
-from devicehub.services.rest_edge import send_list_metadata
+from devicehub.api import converters
+from devicehub.api.interceptors import current_caller
+from devicehub.api.rest_edge import send_list_metadata
+from devicehub.storage.db import run_db
 from devicehub.v1 import account_pb2, account_pb2_grpc
 
 
@@ -24,7 +24,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
 
     async def GetMyAccount(self, request, context) -> account_pb2.Account:
         row = await run_db(accounts.get_account, current_caller().account_id)
-        return messages.account(row)
+        return converters.account(row)
 
     async def CreateChild(self, request: account_pb2.CreateChildRequest, context):
         child = request.child
@@ -36,7 +36,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
             child.birthdate,
             child.gender,
         )
-        return messages.child(row)
+        return converters.child(row)
 
     async def ListChildren(self, request: account_pb2.ListChildrenRequest, context):
         page = await run_db(
@@ -44,7 +44,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         )
         await send_list_metadata(context, "children", page.next_page_token)
         return account_pb2.ListChildrenResponse(
-            children=[messages.child(row) for row in page.items],
+            children=[converters.child(row) for row in page.items],
             next_page_token=page.next_page_token,
         )
 
@@ -58,7 +58,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
             birthdate=_optional(request, "birthdate"),
             gender=_optional(request, "gender"),
         )
-        return messages.child(row)
+        return converters.child(row)
 
     async def DeleteChild(self, request: account_pb2.DeleteChildRequest, context):
         await run_db(accounts.delete_child, current_caller(), request.id)
@@ -91,4 +91,4 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         )
         if revocation is not None:
             self._token_versions.revoked(revocation)
-        return messages.account(row)
+        return converters.account(row)

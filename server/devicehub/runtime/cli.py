@@ -12,11 +12,17 @@ import signal
 import sys
 from typing import Any
 
-from devicehub import accounts, db
+from devicehub import accounts
 from devicehub.config import Settings
 from devicehub.errors import DomainError
-from devicehub.migrate import apply_migrations
-from devicehub.workers import RestartPolicy, RestartTracker, describe_exit, pdeathsig_preexec
+from devicehub.runtime.workers import (
+    RestartPolicy,
+    RestartTracker,
+    describe_exit,
+    pdeathsig_preexec,
+)
+from devicehub.storage import db
+from devicehub.storage.migrate import apply_migrations
 
 log = logging.getLogger("devicehub")
 
@@ -49,7 +55,7 @@ def cmd_create_admin(settings: Settings, args: argparse.Namespace) -> int:
 
 class Gateway:
     """Envoy as a supervised child of ``serve``: restarted like a worker when it dies
-    (``devicehub.workers``: backoff, crash-loop limit), and dying with ``serve``."""
+    (``devicehub.runtime.workers``: backoff, crash-loop limit), and dying with ``serve``."""
 
     def __init__(self, settings: Settings, policy: RestartPolicy) -> None:
         self.settings = settings
@@ -57,7 +63,7 @@ class Gateway:
         self._tracker = RestartTracker("envoy", policy)
 
     async def start(self) -> None:
-        from devicehub.gateway import envoy_command
+        from devicehub.runtime.gateway import envoy_command
 
         self.process = await asyncio.create_subprocess_exec(
             *envoy_command(self.settings), preexec_fn=pdeathsig_preexec()
@@ -91,8 +97,8 @@ class Gateway:
 
 
 async def _serve(settings: Settings, with_gateway: bool, with_grpc: bool = True) -> int:
-    from devicehub.server import DevicehubServer
-    from devicehub.workers import WorkerPool, reserve_grpc_port
+    from devicehub.runtime.server import DevicehubServer
+    from devicehub.runtime.workers import WorkerPool, reserve_grpc_port
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -43,8 +43,7 @@ from dataclasses import dataclass
 
 from peewee import EXCLUDED
 
-from devicehub import rtc, throttle, validation
-from devicehub.db import database
+from devicehub import throttle, validation
 from devicehub.errors import (
     InvalidArgument,
     NotFound,
@@ -52,8 +51,17 @@ from devicehub.errors import (
     Unauthenticated,
     Unavailable,
 )
-from devicehub.models import Binding, Device, DeviceBatch, DeviceCredential, DeviceType, utcnow
+from devicehub.integrations import volcano_token as rtc
 from devicehub.security import Caller
+from devicehub.storage.db import database
+from devicehub.storage.models import (
+    Binding,
+    Device,
+    DeviceBatch,
+    DeviceCredential,
+    DeviceType,
+    utcnow,
+)
 from devicehub.throttle import Limit, Throttled, Window
 from devicehub.v1 import error_pb2 as reasons
 

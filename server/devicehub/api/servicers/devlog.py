@@ -5,8 +5,8 @@ from __future__ import annotations
 from google.protobuf import struct_pb2
 
 from devicehub import devlog
-from devicehub.db import run_db
-from devicehub.interceptors import current_caller
+from devicehub.api.interceptors import current_caller
+from devicehub.storage.db import run_db
 from devicehub.v1 import devlog_pb2 as pb
 from devicehub.v1 import devlog_pb2_grpc, lux_status_pb2
 

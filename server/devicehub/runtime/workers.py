@@ -20,7 +20,7 @@ Supervision rules:
   that stayed up that long starts again from 0.5 s. The ``DEVICEHUB_RESTART_LIMIT``-th
   death within the window is a crash loop: the service stops with an error, for the
   process manager (or the operator) to look at. Envoy is supervised the same way
-  (``devicehub.cli``).
+  (``devicehub.runtime.cli``).
 - A worker that does not start at all with the service (``WorkerPool.start``) is not
   retried: that is a configuration error, reported at once.
 - Children die with the supervisor (PR_SET_PDEATHSIG), so a crashed ``serve`` leaves no
@@ -45,8 +45,8 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
-from devicehub import db
 from devicehub.config import Settings
+from devicehub.storage import db
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def die_with_parent(parent: int, prctl: Callable[..., int] | None = None) -> Non
 
 
 async def _serve_worker(settings: Settings, index: int, ready: Connection) -> None:
-    from devicehub.server import DevicehubServer
+    from devicehub.runtime.server import DevicehubServer
 
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

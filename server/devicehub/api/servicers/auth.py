@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from devicehub import accounts, logins
-from devicehub.db import run_db
-from devicehub.interceptors import client_address
+from devicehub.api import converters
+from devicehub.api.interceptors import client_address
 from devicehub.logins import LoginPolicy, SignupPolicy
-from devicehub.models import Account
 from devicehub.security import Caller, TokenSigner, hash_password_bounded
-from devicehub.services import messages
+from devicehub.storage.db import run_db
+from devicehub.storage.models import Account
 from devicehub.v1 import account_pb2, auth_pb2, auth_pb2_grpc
 
 
@@ -49,7 +49,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             request.last_name,
             password_hash=await hash_password_bounded(password) if hashable else None,
         )
-        return messages.account(row)
+        return converters.account(row)
 
     async def CreateToken(self, request: auth_pb2.CreateTokenRequest, context) -> auth_pb2.Token:
         account = await logins.authenticate(

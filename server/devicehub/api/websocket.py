@@ -25,9 +25,9 @@ from websockets.http11 import Request, Response
 
 from devicehub import messaging, validation
 from devicehub.broker import MessageBroker
-from devicehub.db import run_db
 from devicehub.errors import DomainError, Unauthenticated
 from devicehub.security import Caller, TokenSigner, TokenVersionCheck
+from devicehub.storage.db import run_db
 
 log = logging.getLogger(__name__)
 

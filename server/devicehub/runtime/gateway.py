@@ -30,9 +30,9 @@ from typing import Any
 import yaml
 from google.protobuf import descriptor_pb2
 
-from devicehub.codegen import DESCRIPTOR_SET
 from devicehub.config import REPO_ROOT, Settings
-from devicehub.workers import worker_address
+from devicehub.runtime.codegen import DESCRIPTOR_SET
+from devicehub.runtime.workers import worker_address
 
 TEMPLATE = REPO_ROOT / "envoy.yaml"
 LUA_FILTER = REPO_ROOT / "gateway" / "rest_edge.lua"

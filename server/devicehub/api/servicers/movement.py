@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from devicehub import movement
-from devicehub.db import run_db
-from devicehub.interceptors import current_caller
+from devicehub.api.interceptors import current_caller
+from devicehub.storage.db import run_db
 from devicehub.v1 import lux_status_pb2, movement_pb2_grpc
 from devicehub.v1 import movement_pb2 as pb
 

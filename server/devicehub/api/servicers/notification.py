@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 
 from devicehub import notifications
-from devicehub.alimtalk import AlimtalkClient
-from devicehub.interceptors import current_caller
-from devicehub.services.rest_edge import send_rest_body
+from devicehub.api.interceptors import current_caller
+from devicehub.api.rest_edge import send_rest_body
+from devicehub.integrations.alimtalk import AlimtalkClient
 from devicehub.v1 import notification_pb2 as pb
 from devicehub.v1 import notification_pb2_grpc
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from devicehub.db import run_db
-from devicehub.interceptors import client_address, current_caller
+from devicehub.api.interceptors import client_address, current_caller
+from devicehub.rtc_grants import DevicePolicy, DeviceRequest, DeviceSecrets, RtcGrant, RtcIssuer
+from devicehub.storage.db import run_db
 from devicehub.v1 import rtc_pb2 as pb
 from devicehub.v1 import rtc_pb2_grpc
-from devicehub.voice import DevicePolicy, DeviceRequest, DeviceSecrets, RtcGrant, RtcIssuer
 
 log = logging.getLogger(__name__)
 

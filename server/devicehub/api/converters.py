@@ -6,8 +6,8 @@ import datetime as dt
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
-from devicehub import models
 from devicehub.binding import BoundDevice, HomeRow
+from devicehub.storage import models
 from devicehub.v1 import account_pb2, binding_pb2, device_batch_pb2, device_pb2, device_type_pb2
 
 _EPOCH = dt.datetime(1970, 1, 1)

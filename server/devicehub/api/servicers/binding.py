@@ -5,10 +5,10 @@ from __future__ import annotations
 from google.protobuf import empty_pb2
 
 from devicehub import binding
-from devicehub.db import run_db
-from devicehub.interceptors import current_caller
-from devicehub.services import messages
-from devicehub.services.rest_edge import send_list_metadata
+from devicehub.api import converters
+from devicehub.api.interceptors import current_caller
+from devicehub.api.rest_edge import send_list_metadata
+from devicehub.storage.db import run_db
 from devicehub.v1 import binding_pb2 as pb
 from devicehub.v1 import binding_pb2_grpc, lux_status_pb2
 
@@ -16,12 +16,12 @@ from devicehub.v1 import binding_pb2_grpc, lux_status_pb2
 class BindingServicer(binding_pb2_grpc.BindingServiceServicer):
     async def GetChildDevice(self, request: pb.GetChildDeviceRequest, context):
         bound = await run_db(binding.get_child_device, current_caller(), request.real_user_id)
-        return messages.lux_device(bound)
+        return converters.lux_device(bound)
 
     async def ListChildDevices(self, request, context):
         rows = await run_db(binding.list_child_devices, current_caller())
         await send_list_metadata(context, "rows", "")
-        return pb.ListChildDevicesResponse(rows=[messages.child_device_row(row) for row in rows])
+        return pb.ListChildDevicesResponse(rows=[converters.child_device_row(row) for row in rows])
 
     async def ConnectDevice(self, request: pb.ConnectDeviceRequest, context):
         await run_db(
@@ -42,7 +42,7 @@ class BindingServicer(binding_pb2_grpc.BindingServiceServicer):
 
     async def CheckDevice(self, request: pb.CheckDeviceRequest, context):
         detail, bound = await run_db(binding.check_device, current_caller(), request.unique_id)
-        return pb.CheckDeviceResponse(detail=detail, device_data=messages.lux_device(bound))
+        return pb.CheckDeviceResponse(detail=detail, device_data=converters.lux_device(bound))
 
     async def UpdateDeviceAlias(self, request: pb.UpdateDeviceAliasRequest, context):
         bound = await run_db(
@@ -52,12 +52,14 @@ class BindingServicer(binding_pb2_grpc.BindingServiceServicer):
             request.real_user_id,
             request.device_alias,
         )
-        return messages.lux_device(bound)
+        return converters.lux_device(bound)
 
     async def ListUserDevices(self, request, context):
         rows = await run_db(binding.list_user_devices, current_caller())
         await send_list_metadata(context, "user_devices", "")
-        return pb.ListUserDevicesResponse(user_devices=[messages.user_device(row) for row in rows])
+        return pb.ListUserDevicesResponse(
+            user_devices=[converters.user_device(row) for row in rows]
+        )
 
     async def BindUserDevice(self, request: pb.BindUserDeviceRequest, context):
         row = await run_db(
@@ -67,12 +69,12 @@ class BindingServicer(binding_pb2_grpc.BindingServiceServicer):
             request.nickname,
             request.is_primary,
         )
-        return messages.user_device(row)
+        return converters.user_device(row)
 
     async def SetPrimaryUserDevice(self, request: pb.SetPrimaryUserDeviceRequest, context):
         row = await run_db(binding.set_primary, current_caller(), request.id)
         return pb.SetPrimaryUserDeviceResponse(
-            status="success", message="成功设置主要设备", data=messages.user_device(row)
+            status="success", message="成功设置主要设备", data=converters.user_device(row)
         )
 
     async def UnbindUserDevice(self, request: pb.UnbindUserDeviceRequest, context):

@@ -6,13 +6,13 @@ import datetime as dt
 from typing import Any
 
 from devicehub import messaging
+from devicehub.api.converters import timestamp
+from devicehub.api.interceptors import current_caller
 from devicehub.broker import MessageBroker
-from devicehub.db import run_db
-from devicehub.interceptors import current_caller
-from devicehub.services.messages import timestamp
+from devicehub.integrations.weather import WeatherClient
+from devicehub.storage.db import run_db
 from devicehub.v1 import messaging_pb2 as pb
 from devicehub.v1 import messaging_pb2_grpc
-from devicehub.weather import WeatherClient
 
 _PAYLOAD_FIELDS = tuple(field.name for field in pb.MessagePayload.DESCRIPTOR.fields)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from google.protobuf import empty_pb2
 
 from devicehub import catalog
-from devicehub.db import run_db
-from devicehub.interceptors import current_caller
-from devicehub.services import messages
-from devicehub.services.rest_edge import send_list_metadata
+from devicehub.api import converters
+from devicehub.api.interceptors import current_caller
+from devicehub.api.rest_edge import send_list_metadata
+from devicehub.storage.db import run_db
 from devicehub.v1 import device_pb2 as pb
 from devicehub.v1 import device_pb2_grpc
 
@@ -20,7 +20,7 @@ class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
         )
         await send_list_metadata(context, "devices", page.next_page_token)
         return pb.ListDevicesResponse(
-            devices=[messages.device(row) for row in page.items],
+            devices=[converters.device(row) for row in page.items],
             next_page_token=page.next_page_token,
         )
 
@@ -34,7 +34,7 @@ class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
             given.serial_number,
             given.mac_address,
         )
-        return messages.device(row)
+        return converters.device(row)
 
     async def BatchCreateDevices(self, request: pb.BatchCreateDevicesRequest, context):
         ids = await run_db(
@@ -51,7 +51,7 @@ class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
         )
 
     async def GetDevice(self, request: pb.GetDeviceRequest, context):
-        return messages.device(await run_db(catalog.get_device, request.id, current_caller()))
+        return converters.device(await run_db(catalog.get_device, request.id, current_caller()))
 
     async def UpdateDevice(self, request: pb.UpdateDeviceRequest, context):
         given = request.device
@@ -64,7 +64,7 @@ class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
             given.serial_number,
             given.mac_address,
         )
-        return messages.device(row)
+        return converters.device(row)
 
     async def DeleteDevice(self, request: pb.DeleteDeviceRequest, context):
         await run_db(catalog.delete_device, current_caller(), request.id)

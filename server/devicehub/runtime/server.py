@@ -12,26 +12,31 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from devicehub import broker, db, messaging, revocations
-from devicehub.alimtalk import AlimtalkClient, AlimtalkConfig
+from devicehub import broker, messaging, revocations
+from devicehub.api.interceptors import AuthInterceptor, ErrorInterceptor, InputInterceptor
+from devicehub.api.servicers.account import AccountServicer
+from devicehub.api.servicers.auth import AuthServicer
+from devicehub.api.servicers.binding import BindingServicer
+from devicehub.api.servicers.device import DeviceServicer
+from devicehub.api.servicers.device_batch import DeviceBatchServicer
+from devicehub.api.servicers.device_type import DeviceTypeServicer
+from devicehub.api.servicers.devlog import DevlogServicer
+from devicehub.api.servicers.messaging import MessagingServicer
+from devicehub.api.servicers.movement import MovementServicer
+from devicehub.api.servicers.notification import NotificationServicer
+from devicehub.api.servicers.rtc import RtcServicer
+from devicehub.api.servicers.system import SystemServicer
+from devicehub.api.websocket import MessageSocketServer
 from devicehub.broker import MessageBroker
 from devicehub.config import Settings
-from devicehub.interceptors import AuthInterceptor, ErrorInterceptor, InputInterceptor
-from devicehub.listener import NotificationListener
+from devicehub.integrations.alimtalk import AlimtalkClient, AlimtalkConfig
+from devicehub.integrations.weather import WeatherClient, WeatherConfig
 from devicehub.logins import LoginPolicy, SignupPolicy
+from devicehub.rtc_grants import DevicePolicy, DeviceSecrets, RtcIssuer
+from devicehub.runtime.workers import worker_address
 from devicehub.security import TokenSigner, start_password_hashing, stop_password_hashing
-from devicehub.services.account import AccountServicer
-from devicehub.services.auth import AuthServicer
-from devicehub.services.binding import BindingServicer
-from devicehub.services.device import DeviceServicer
-from devicehub.services.device_batch import DeviceBatchServicer
-from devicehub.services.device_type import DeviceTypeServicer
-from devicehub.services.devlog import DevlogServicer
-from devicehub.services.messaging import MessagingServicer
-from devicehub.services.movement import MovementServicer
-from devicehub.services.notification import NotificationServicer
-from devicehub.services.rtc import RtcServicer
-from devicehub.services.system import SystemServicer
+from devicehub.storage import db
+from devicehub.storage.listener import NotificationListener
 from devicehub.v1 import (
     account_pb2,
     account_pb2_grpc,
@@ -58,10 +63,6 @@ from devicehub.v1 import (
     system_pb2,
     system_pb2_grpc,
 )
-from devicehub.voice import DevicePolicy, DeviceSecrets, RtcIssuer
-from devicehub.weather import WeatherClient, WeatherConfig
-from devicehub.websocket import MessageSocketServer
-from devicehub.workers import worker_address
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import datetime as dt
 
 import peewee
 
-from devicehub.db import database
+from devicehub.storage.db import database
 
 
 def utcnow() -> dt.datetime:

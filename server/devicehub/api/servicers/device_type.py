@@ -5,10 +5,10 @@ from __future__ import annotations
 from google.protobuf import empty_pb2
 
 from devicehub import catalog
-from devicehub.db import run_db
-from devicehub.interceptors import current_caller
-from devicehub.services import messages
-from devicehub.services.rest_edge import send_list_metadata
+from devicehub.api import converters
+from devicehub.api.interceptors import current_caller
+from devicehub.api.rest_edge import send_list_metadata
+from devicehub.storage.db import run_db
 from devicehub.v1 import device_type_pb2 as pb
 from devicehub.v1 import device_type_pb2_grpc
 
@@ -18,7 +18,7 @@ class DeviceTypeServicer(device_type_pb2_grpc.DeviceTypeServiceServicer):
         page = await run_db(catalog.list_device_types, request.page_size, request.page_token)
         await send_list_metadata(context, "device_types", page.next_page_token)
         return pb.ListDeviceTypesResponse(
-            device_types=[messages.device_type(row) for row in page.items],
+            device_types=[converters.device_type(row) for row in page.items],
             next_page_token=page.next_page_token,
         )
 
@@ -27,10 +27,10 @@ class DeviceTypeServicer(device_type_pb2_grpc.DeviceTypeServiceServicer):
         row = await run_db(
             catalog.create_device_type, current_caller(), given.name, given.code, given.description
         )
-        return messages.device_type(row)
+        return converters.device_type(row)
 
     async def GetDeviceType(self, request: pb.GetDeviceTypeRequest, context):
-        return messages.device_type(await run_db(catalog.get_device_type, request.id))
+        return converters.device_type(await run_db(catalog.get_device_type, request.id))
 
     async def UpdateDeviceType(self, request: pb.UpdateDeviceTypeRequest, context):
         given = request.device_type
@@ -42,7 +42,7 @@ class DeviceTypeServicer(device_type_pb2_grpc.DeviceTypeServiceServicer):
             given.code,
             given.description,
         )
-        return messages.device_type(row)
+        return converters.device_type(row)
 
     async def DeleteDeviceType(self, request: pb.DeleteDeviceTypeRequest, context):
         await run_db(catalog.delete_device_type, current_caller(), request.id)

@@ -1,0 +1,1 @@
+"""Adapters to third-party services and formats (Alimtalk, weather, Volcano RTC tokens)."""

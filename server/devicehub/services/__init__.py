@@ -1,1 +1,0 @@
-"""gRPC servicers: read the request, call the domain module, build the response."""

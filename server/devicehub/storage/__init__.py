@@ -1,0 +1,1 @@
+"""The database: connections, models, migrations and every SQL statement."""
