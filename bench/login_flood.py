@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -30,34 +27,14 @@ from pathlib import Path
 import requests
 
 from devicehub.testing.pgcluster import ThrowawayCluster
+from devicehub.testing.stack import DEVICEHUB, free_port, serve_env, start_stack
 
-DEVICEHUB = str(Path(sys.executable).parent / "devicehub")
 PASSWORD = "password-123"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
-
-
-def wait_ready(rest: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit("devicehub serve exited")
-        try:
-            if requests.get(rest + "/api/v1/ping", timeout=1).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("devicehub did not become ready")
 
 
 def probe(rest: str, token: str, stop: threading.Event, latencies: list[float]) -> None:
@@ -120,26 +97,20 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="devicehub-login-flood-"))
     with ThrowawayCluster() as pg:
-        env = {
-            **os.environ,
-            "DEVICEHUB_DATABASE_URL": pg.url,
-            "DEVICEHUB_DATA_DIR": str(work),
-            "DEVICEHUB_SECRET_KEY": "bench-secret-key-not-for-production",
-            "DEVICEHUB_GRPC_PORT": str(free_port()),
-            "DEVICEHUB_HTTP_PORT": str(free_port()),
-            "DEVICEHUB_WS_PORT": str(free_port()),
-            "DEVICEHUB_ENVOY_ADMIN_PORT": str(free_port()),  # read by older versions only
-            "DEVICEHUB_LOG_LEVEL": "WARNING",
-            "DEVICEHUB_WORKERS": str(args.workers),
-        }
+        env = serve_env(
+            work,
+            pg.url,
+            "bench-secret-key-not-for-production",
+            DEVICEHUB_ENVOY_ADMIN_PORT=str(free_port()),  # read by older versions only
+            DEVICEHUB_WORKERS=str(args.workers),
+        )
         if not args.throttle:
             for name in ("PER_ADDRESS", "PER_USERNAME"):
                 env[f"DEVICEHUB_LOGIN_FAILURES_{name}"] = str(10 * args.wrong)
-        rest = f"http://127.0.0.1:{env['DEVICEHUB_HTTP_PORT']}"
         subprocess.run([DEVICEHUB, "migrate"], env=env, check=True, capture_output=True)
-        server = subprocess.Popen([DEVICEHUB, "serve"], env=env, stdout=subprocess.DEVNULL)
+        server = start_stack("postgresql", env, work / "serve.log")
+        rest = server.rest_url
         try:
-            wait_ready(rest, server)
             args.username = "flooded-user"
             registered = requests.post(
                 rest + "/api/v1/auth/register",
@@ -156,8 +127,7 @@ def main() -> int:
             alone = measure(rest, token, args, attack=False)
             flooded = measure(rest, token, args, attack=True)
         finally:
-            server.terminate()
-            server.wait(60)
+            server.stop()
     report = {
         "wrong_logins": args.wrong,
         "concurrency": args.concurrency,

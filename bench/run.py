@@ -29,7 +29,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,10 +37,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import psycopg2
-import requests
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -53,9 +49,9 @@ import wrk
 
 from devicehub.security import Caller, TokenSigner
 from devicehub.testing.pgcluster import ThrowawayCluster
+from devicehub.testing.stack import DEVICEHUB, Stack, serve_env, start_stack
 
 REPO = Path(__file__).resolve().parents[1]
-DEVICEHUB = str(Path(sys.executable).parent / "devicehub")
 SECRET = "bench-secret-key-not-for-production"
 
 FULL = {
@@ -65,12 +61,6 @@ FULL = {
     "devlogs": 200_000,
     "movement": 10_000_000,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -90,25 +80,6 @@ def summary(result: grpc_load.LoadResult) -> dict[str, float]:
     }
 
 
-def wait_ready(grpc_target: str, rest: str, process: subprocess.Popen) -> None:
-    channel = grpc.insecure_channel(grpc_target)
-    health = health_pb2_grpc.HealthStub(channel)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit("devicehub serve exited")
-        try:
-            if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1 and (
-                requests.get(rest + "/api/v1/ping", timeout=1).status_code == 200
-            ):
-                channel.close()
-                return
-        except (grpc.RpcError, requests.ConnectionError):
-            pass
-        time.sleep(0.2)
-    raise SystemExit("devicehub did not become ready")
-
-
 class Bench:
     """The cluster, the seeded data set and the server under test, for one run."""
 
@@ -116,17 +87,7 @@ class Bench:
         self.args = args
         self.pg = pg
         self.work = work
-        self.env = {
-            **os.environ,
-            "DEVICEHUB_DATABASE_URL": pg.url,
-            "DEVICEHUB_DATA_DIR": str(work),
-            "DEVICEHUB_SECRET_KEY": SECRET,
-            "DEVICEHUB_ACCESS_TOKEN_TTL": str(24 * 3600),
-            "DEVICEHUB_GRPC_PORT": str(free_port()),
-            "DEVICEHUB_HTTP_PORT": str(free_port()),
-            "DEVICEHUB_WS_PORT": str(free_port()),
-            "DEVICEHUB_LOG_LEVEL": "WARNING",
-        }
+        self.env = serve_env(work, pg.url, SECRET, DEVICEHUB_ACCESS_TOKEN_TTL=str(24 * 3600))
         self.grpc_target = f"127.0.0.1:{self.env['DEVICEHUB_GRPC_PORT']}"
         self.rest = f"http://127.0.0.1:{self.env['DEVICEHUB_HTTP_PORT']}"
         self.signer = TokenSigner(SECRET, 24 * 3600, 24 * 3600)
@@ -134,7 +95,7 @@ class Bench:
         self.stream_holds: dict[int, dict] = {}
         self.accounts: list[int] = []
         self.bound: list[tuple[int, int, int, str]] = []
-        self.server: subprocess.Popen | None = None
+        self.server: Stack | None = None
         self.load = {
             "processes": args.processes,
             "concurrency": args.concurrency,
@@ -158,13 +119,11 @@ class Bench:
     def start_server(self, workers: int) -> None:
         self.stop_server()
         env = {**self.env, "DEVICEHUB_WORKERS": str(workers)}
-        self.server = subprocess.Popen([DEVICEHUB, "serve"], env=env, stdout=subprocess.DEVNULL)
-        wait_ready(self.grpc_target, self.rest, self.server)
+        self.server = start_stack("postgresql", env, self.work / "serve.log")
 
     def stop_server(self) -> None:
         if self.server is not None:
-            self.server.terminate()
-            self.server.wait(60)
+            self.server.stop()
             self.server = None
 
     @contextlib.contextmanager
@@ -181,7 +140,7 @@ class Bench:
             str(Path(sys.executable).parent / "py-spy"),
             "record",
             "--pid",
-            str(self.server.pid),
+            str(self.server.process.pid),
             "--subprocesses",
             "--gil",
             "--rate",
@@ -327,7 +286,7 @@ class Bench:
                 rounds=self.args.fanout_rounds,
                 send_rate=self.args.fanout_rate,
                 processes=self.args.processes,
-                server_pid=self.server.pid,
+                server_pid=self.server.process.pid,
             )
         self.record(f"fanout_{streams}", figures)
 

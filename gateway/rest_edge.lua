@@ -7,7 +7,7 @@
 --       /api/device/...  {"status":"error","message":"...","code":"REASON"}
 --       anything else    {"detail":"..."}
 --     The server sends the reason and the REST status in the trailers
---     devicehub-error-reason / devicehub-http-status (see interceptors.py);
+--     devicehub-error-reason / devicehub-http-status (see api/errors.py);
 --   * the request carries devicehub-rest-call: 1 to the server, which then marks list
 --     responses: one marked with devicehub-rest-array becomes a bare JSON array;
 --   * a response marked with devicehub-rest-body gets that literal JSON as its body;
@@ -20,6 +20,14 @@
 --     the gRPC server's receive limit once transcoded) 413 REQUEST_TOO_LARGE, a message
 --     stream beyond the stream cluster's circuit breaker 503 STREAM_LIMIT_REACHED (headers
 --     too large never reach this filter: envoy.yaml's local_reply_config answers 431).
+
+-- Metadata names shared with the server, spelled as server/devicehub/api/rest_edge.py
+-- spells them (tests/unit/test_rest_edge.py checks that both agree).
+local REST_CALL_HEADER = "devicehub-rest-call"
+local REST_ARRAY_HEADER = "devicehub-rest-array"
+local REST_BODY_HEADER = "devicehub-rest-body"
+local ERROR_REASON_TRAILER = "devicehub-error-reason"
+local HTTP_STATUS_TRAILER = "devicehub-http-status"
 
 local REST = "devicehub.rest"
 local LEGACY_ARRAY_PATHS = { ["/api/v1/lux/device/devlog"] = "log_arrays" }
@@ -162,7 +170,7 @@ function envoy_on_request(request_handle)
   end
   local method = headers:get(":method") or ""
   -- Tells the server the call is transcoded REST: only then does it mark list responses.
-  headers:replace("devicehub-rest-call", "1")
+  headers:replace(REST_CALL_HEADER, "1")
   local meta = request_handle:streamInfo():dynamicMetadata()
   meta:set(REST, "style", style)
   meta:set(REST, "method", method)
@@ -203,15 +211,15 @@ function envoy_on_response(response_handle)
   local headers = response_handle:headers()
   local status = tonumber(headers:get(":status")) or 500
   local grpc_status = headers:get("grpc-status")
-  local array_field = headers:get("devicehub-rest-array")
-  local literal_body = headers:get("devicehub-rest-body")
+  local array_field = headers:get(REST_ARRAY_HEADER)
+  local literal_body = headers:get(REST_BODY_HEADER)
 
   if status >= 400 or (grpc_status ~= nil and grpc_status ~= "0") then
-    local http_status = tonumber(headers:get("devicehub-http-status") or "") or status
+    local http_status = tonumber(headers:get(HTTP_STATUS_TRAILER) or "") or status
     if http_status < 400 then http_status = 500 end
-    local reason = headers:get("devicehub-error-reason") or DEFAULT_REASONS[http_status] or "INTERNAL"
+    local reason = headers:get(ERROR_REASON_TRAILER) or DEFAULT_REASONS[http_status] or "INTERNAL"
     local grpc_message = headers:get("grpc-message")
-    local from_server = headers:get("devicehub-error-reason") ~= nil
+    local from_server = headers:get(ERROR_REASON_TRAILER) ~= nil
     local overloaded = headers:get("x-envoy-overloaded") ~= nil
     -- headers is out of scope once the body is read.
     local body = response_handle:body(true)
@@ -236,8 +244,8 @@ function envoy_on_response(response_handle)
     headers:replace(":status", tostring(http_status))
     headers:replace("content-type", "application/json")
     for _, name in ipairs({"grpc-status", "grpc-message", "grpc-status-details-bin",
-                           "devicehub-error-reason", "devicehub-http-status",
-                           "devicehub-rest-array", "devicehub-rest-body"}) do
+                           ERROR_REASON_TRAILER, HTTP_STATUS_TRAILER,
+                           REST_ARRAY_HEADER, REST_BODY_HEADER}) do
       headers:remove(name)
     end
     return
@@ -255,7 +263,7 @@ function envoy_on_response(response_handle)
 
   if literal_body ~= nil then
     response_handle:body(true):setBytes(literal_body)
-    response_handle:headers():remove("devicehub-rest-body")
+    response_handle:headers():remove(REST_BODY_HEADER)
     return
   end
 
@@ -270,6 +278,6 @@ function envoy_on_response(response_handle)
       end
     end
     headers = response_handle:headers()
-    headers:remove("devicehub-rest-array")
+    headers:remove(REST_ARRAY_HEADER)
   end
 end

@@ -19,10 +19,31 @@ echo "==> buf lint / buf format"
 .venv/bin/buf lint
 .venv/bin/buf format --diff --exit-code proto
 
+# buf breaking: the API in this working tree against the last landed one (the commit
+# proto/LANDED names), so an incompatible proto change cannot land unnoticed, neither
+# uncommitted nor in commits since. Both sides are built into descriptor images with the same
+# build/third_party (google/api, google/rpc), which is generated, not committed, so a git
+# input of buf would lack it.
+echo "==> buf breaking (against the API of $(grep -v '^#' proto/LANDED | cut -c1-12))"
+landed=$(grep -v '^#' proto/LANDED)
+if ! git cat-file -e "$landed^{commit}" 2>/dev/null; then
+  echo "the landed commit $landed (proto/LANDED) is not in this clone's history" >&2
+  exit 1
+fi
+rm -rf build/landed && mkdir -p build/landed/build
+git archive "$landed" proto buf.yaml | tar -x -C build/landed
+cp -R build/third_party build/landed/build/third_party
+.venv/bin/buf build -o build/current.binpb
+.venv/bin/buf build build/landed -o build/landed.binpb
+.venv/bin/buf breaking build/current.binpb --against build/landed.binpb
+
 echo "==> ruff / mypy"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy server/devicehub
+
+echo "==> import contracts"
+.venv/bin/lint-imports --no-cache --no-logo
 
 echo "==> pytest"
 exec .venv/bin/python -m pytest "$@"

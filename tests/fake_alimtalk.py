@@ -4,15 +4,17 @@ Speaks the documented request and response format. Behaviour per recipient numbe
 ``FAIL_RECIPIENT`` gets a documented failure (``isSuccessful`` false); every other
 recipient is accepted. ``stop()`` closes the port (provider down) and ``start()``
 reopens it on the same port.
+
+``keep_alive`` and the connection counters: ``fake_provider.FakeProvider``.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from fake_provider import FakeProvider
 
 APP_KEY = "test-app-key"
 SECRET_KEY = "test-secret-key"
@@ -22,15 +24,10 @@ FAIL_RECIPIENT = "01099999999"
 _PATH = re.compile(r"^/alimtalk/v2\.3/appkeys/([^/]+)/messages$")
 
 
-class FakeAlimtalk:
-    def __init__(self) -> None:
+class FakeAlimtalk(FakeProvider):
+    def __init__(self, keep_alive: bool = False) -> None:
+        super().__init__(keep_alive)
         self.requests: list[dict] = []
-        self.port = 0
-        self._server: ThreadingHTTPServer | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def sent_to(self, recipient: str) -> list[dict]:
         """Accepted requests for ``recipient``."""
@@ -43,10 +40,7 @@ class FakeAlimtalk:
     def start(self) -> None:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:  # keep test output clean
-                pass
-
+        class Handler(self.handler_base()):
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
@@ -93,13 +87,4 @@ class FakeAlimtalk:
                 self.end_headers()
                 self.wfile.write(raw)
 
-        ThreadingHTTPServer.allow_reuse_address = True
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self.serve(Handler)

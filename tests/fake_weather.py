@@ -10,17 +10,19 @@ Faults: ``status`` (answer that HTTP status with an Open-Meteo error body), ``ma
 (answer 200 with broken JSON), ``delay`` (sleep that many seconds before answering);
 ``fault_path`` limits them to one path (e.g. ``"/v1/forecast"``), ``None`` means both.
 ``stop()`` closes the port (provider down) and ``start()`` reopens it on the same port.
+
+``keep_alive`` and the connection counters: ``fake_provider.FakeProvider``.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from fake_provider import FakeProvider
 
 SEARCH_PATH = "/v1/search"
 FORECAST_PATH = "/v1/forecast"
@@ -63,20 +65,15 @@ def beijing() -> FakeCity:
     )
 
 
-class FakeWeather:
-    def __init__(self) -> None:
+class FakeWeather(FakeProvider):
+    def __init__(self, keep_alive: bool = False) -> None:
+        super().__init__(keep_alive)
         self.cities: dict[str, FakeCity] = {"北京": beijing()}
         self.requests: list[dict[str, Any]] = []
         self.status: int | None = None
         self.malformed = False
         self.delay = 0.0
         self.fault_path: str | None = None
-        self.port = 0
-        self._server: ThreadingHTTPServer | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def requests_to(self, path: str) -> list[dict[str, Any]]:
         return [r for r in self.requests if r["path"] == path]
@@ -116,10 +113,7 @@ class FakeWeather:
     def start(self) -> None:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:  # keep test output clean
-                pass
-
+        class Handler(self.handler_base()):
             def do_GET(self) -> None:
                 url = urlsplit(self.path)
                 query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
@@ -145,15 +139,4 @@ class FakeWeather:
                 except OSError:  # the client gave up (timeout tests)
                     pass
 
-        ThreadingHTTPServer.allow_reuse_address = True
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.port = self._server.server_address[1]
-        threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self.serve(Handler, poll_interval=0.05)

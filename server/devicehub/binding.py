@@ -13,7 +13,6 @@ on ``binding.device_id``.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 
 import peewee
@@ -27,8 +26,10 @@ from devicehub.errors import (
     Unauthenticated,
 )
 from devicehub.security import Caller
-from devicehub.storage.db import database, execute_prepared, is_postgres
-from devicehub.storage.models import Account, Binding, Child, Device, DeviceType, utcnow
+from devicehub.storage import row_locks
+from devicehub.storage.db import database
+from devicehub.storage.home_screen import HomeRow, home_screen
+from devicehub.storage.models import Binding, Child, Device, DeviceType, utcnow
 from devicehub.v1 import error_pb2 as reasons
 
 NOT_AUTHORIZED_USER = "Not authorized user"
@@ -41,10 +42,8 @@ DEVICE_REGISTERABLE = "Device Registerable"
 
 
 def not_authorized_user() -> PermissionDenied:
-    # The Lux API documents 401 for a child that is not the caller's.
-    return PermissionDenied(
-        NOT_AUTHORIZED_USER, reasons.ERROR_REASON_NOT_AUTHORIZED_USER, http_status=401
-    )
+    # REST answers this reason 401, as the Lux API documents (api/errors.py).
+    return PermissionDenied(NOT_AUTHORIZED_USER, reasons.ERROR_REASON_NOT_AUTHORIZED_USER)
 
 
 def not_found_device() -> NotFound:
@@ -74,9 +73,8 @@ def own_child(caller: Caller, child_id: int, *, missing_is_404: bool = False) ->
 
 
 def lock_account(account_id: int) -> None:
-    """Serialises binding changes of one account (SQLite writers are serial already)."""
-    if is_postgres():
-        Account.select(Account.id).where(Account.id == account_id).for_update().execute()
+    """Serialises binding changes of one account: taken before any binding is read."""
+    row_locks.lock_account(account_id)
 
 
 def _devices() -> peewee.ModelSelect[Device]:
@@ -169,98 +167,12 @@ def get_child_device(caller: Caller, child_id: int) -> BoundDevice:
     return BoundDevice(row, binding_of(row.id))
 
 
-@dataclass(frozen=True)
-class HomeDevice:
-    """The device half of a home-screen row."""
-
-    id: int
-    device_type_id: int
-    now_firmware_id: int
-    firmware_version: str
-    unique_id: str
-    device_code: str
-    device_alias: str
-    mac_address: str
-    created_at: dt.datetime
-    last_log_file_id: int
-
-
-@dataclass(frozen=True)
-class HomeRow:
-    """One home-screen row: a child and one of its devices (None: no device)."""
-
-    child_id: int
-    root_user_id: int
-    first_name: str
-    last_name: str
-    birthdate: dt.date
-    gender: str
-    device: HomeDevice | None
-
-
-# The app's home screen is its most frequent call: one hand-written query (no ORM query
-# building; prepared once per connection on PostgreSQL), which also tells a missing
-# account (no row at all) from one without children (one row of NULLs).
-_HOME_SCREEN = """
-SELECT c.id, c.first_name, c.last_name, c.birthdate, c.gender,
-       d.id, d.device_type_id, d.now_firmware_id, d.firmware_version, d.unique_id,
-       d.device_code, d.device_alias, d.mac_address, d.created_at, d.last_log_file_id
-FROM account a
-LEFT JOIN child c ON c.root_user_id = a.id
-LEFT JOIN binding b ON b.child_id = c.id
-LEFT JOIN device d ON d.id = b.device_id
-WHERE a.id = {p}
-ORDER BY c.id, b.id
-"""
-
-
-def _as_datetime(value: dt.datetime | str) -> dt.datetime:
-    return dt.datetime.fromisoformat(value) if isinstance(value, str) else value
-
-
-def _as_date(value: dt.date | str) -> dt.date:
-    return dt.date.fromisoformat(value) if isinstance(value, str) else value
-
-
 def list_child_devices(caller: Caller) -> list[HomeRow]:
     """One row per (child, bound device) of the caller; a child without a device gets one
     row with ``device`` None."""
-    if is_postgres():
-        cursor = execute_prepared("home_screen", _HOME_SCREEN.format(p="%s"), (caller.account_id,))
-    else:
-        cursor = database.execute_sql(_HOME_SCREEN.format(p="?"), (caller.account_id,))
-    records = cursor.fetchall()
-    if not records:
+    rows = home_screen(caller.account_id)
+    if rows is None:
         raise Unauthenticated("User is None", reasons.ERROR_REASON_ACCOUNT_NOT_FOUND)
-    rows = []
-    for record in records:
-        if record[0] is None:  # the account has no children
-            continue
-        device = None
-        if record[5] is not None:
-            device = HomeDevice(
-                id=record[5],
-                device_type_id=record[6],
-                now_firmware_id=record[7],
-                firmware_version=record[8],
-                unique_id=record[9],
-                device_code=record[10],
-                device_alias=record[11],
-                mac_address=record[12],
-                created_at=_as_datetime(record[13]),
-                last_log_file_id=record[14],
-            )
-        rows.append(
-            HomeRow(
-                child_id=record[0],
-                root_user_id=caller.account_id,
-                first_name=record[1],
-                last_name=record[2],
-                birthdate=_as_date(record[3]),
-                gender=record[4],
-                device=device,
-            )
-        )
     return rows
 
 

@@ -18,6 +18,7 @@ from devicehub.errors import AlreadyExists, Conflict, InvalidArgument, NotFound,
 from devicehub.pagination import Page, paginate
 from devicehub.security import Caller
 from devicehub.storage.db import database
+from devicehub.storage.errors import unique_violation
 from devicehub.storage.models import (
     Binding,
     Device,
@@ -40,24 +41,40 @@ def require_admin(caller: Caller) -> None:
         raise PermissionDenied("Only admins may change the device catalog")
 
 
-def _taken(column: str, value: str = "") -> AlreadyExists:
-    messages = {
-        "code": ("Device type code already exists", reasons.ERROR_REASON_DEVICE_TYPE_CODE_TAKEN),
-        "batch_number": ("Batch number already exists", reasons.ERROR_REASON_BATCH_NUMBER_TAKEN),
-        "device_code": ("Device code already exists", reasons.ERROR_REASON_DEVICE_CODE_TAKEN),
-        "mac_address": ("MAC address already exists", reasons.ERROR_REASON_MAC_ADDRESS_TAKEN),
-    }
-    message, reason = messages[column]
+# The schema's unique rules a create or update can break (names as in storage/errors.py),
+# each with its documented message and reason.
+_TYPE_CODE_KEY = "device_type_code_key"
+_BATCH_NUMBER_KEY = "device_batch_batch_number_key"
+_DEVICE_CODE_KEY = "device_device_code_key"
+_TYPE_SERIAL_KEY = "device_device_type_id_serial_number"
+_MAC_ADDRESS_KEY = "device_mac_address_key"
+_DEVICE_CODE_TAKEN = ("Device code already exists", reasons.ERROR_REASON_DEVICE_CODE_TAKEN)
+_TAKEN_BY_CONSTRAINT = {
+    _TYPE_CODE_KEY: (
+        "Device type code already exists",
+        reasons.ERROR_REASON_DEVICE_TYPE_CODE_TAKEN,
+    ),
+    _BATCH_NUMBER_KEY: ("Batch number already exists", reasons.ERROR_REASON_BATCH_NUMBER_TAKEN),
+    _DEVICE_CODE_KEY: _DEVICE_CODE_TAKEN,
+    # A device code is its type's code + its serial: a serial taken within the type is
+    # that device code taken.
+    _TYPE_SERIAL_KEY: _DEVICE_CODE_TAKEN,
+    _MAC_ADDRESS_KEY: ("MAC address already exists", reasons.ERROR_REASON_MAC_ADDRESS_TAKEN),
+}
+
+
+def _taken(constraint: str, value: str = "") -> AlreadyExists:
+    message, reason = _TAKEN_BY_CONSTRAINT[constraint]
     return AlreadyExists(f"{message}: {value}" if value else message, reason)
 
 
 def _unique_violation(exc: peewee.IntegrityError) -> AlreadyExists:
-    """Names the unique value a concurrent writer took between our check and our insert."""
-    text = str(exc)
-    for column in ("device_code", "mac_address", "batch_number", "serial_number", "code"):
-        if column in text:
-            return _taken("device_code" if column == "serial_number" else column)
-    raise exc
+    """Names the unique value a concurrent writer took between our check and our write;
+    any other integrity error is raised as it is."""
+    violation = unique_violation(exc)
+    if violation is None or violation.constraint not in _TAKEN_BY_CONSTRAINT:
+        raise exc
+    return _taken(violation.constraint)
 
 
 # --- device types -----------------------------------------------------------------
@@ -87,7 +104,7 @@ def create_device_type(caller: Caller, name: str, code: str, description: str = 
     fields = _device_type_fields(name, code, description)
     with database.atomic():
         if DeviceType.select().where(DeviceType.code == fields["code"]).exists():
-            raise _taken("code", fields["code"])
+            raise _taken(_TYPE_CODE_KEY, fields["code"])
         try:
             return DeviceType.create(**fields)
         except peewee.IntegrityError as exc:
@@ -103,7 +120,7 @@ def update_device_type(
         device_type = get_device_type(type_id)
         if fields["code"] != device_type.code:
             if DeviceType.select().where(DeviceType.code == fields["code"]).exists():
-                raise _taken("code", fields["code"])
+                raise _taken(_TYPE_CODE_KEY, fields["code"])
             if Device.select().where(Device.device_type == type_id).exists():
                 raise Conflict(
                     "Device type code cannot change while devices of this type exist",
@@ -180,7 +197,7 @@ def create_device_batch(
     with database.atomic():
         get_device_type(device_type_id)
         if DeviceBatch.select().where(DeviceBatch.batch_number == fields["batch_number"]).exists():
-            raise _taken("batch_number", fields["batch_number"])
+            raise _taken(_BATCH_NUMBER_KEY, fields["batch_number"])
         try:
             batch = DeviceBatch.create(**fields)
         except peewee.IntegrityError as exc:
@@ -205,7 +222,7 @@ def update_device_batch(
         if fields["batch_number"] != batch.batch_number and (
             DeviceBatch.select().where(DeviceBatch.batch_number == fields["batch_number"]).exists()
         ):
-            raise _taken("batch_number", fields["batch_number"])
+            raise _taken(_BATCH_NUMBER_KEY, fields["batch_number"])
         if device_type_id != batch.device_type_id and (
             Device.select().where(Device.batch == batch_id).exists()
         ):
@@ -260,9 +277,9 @@ def _type_and_batch(device_type_id: int, batch_id: int) -> tuple[DeviceType, Dev
 def _check_unique(device_code: str, mac_address: str, except_id: int | None = None) -> None:
     others = Device.select().where(Device.id != (except_id or 0))
     if others.where(Device.device_code == device_code).exists():
-        raise _taken("device_code", device_code)
+        raise _taken(_DEVICE_CODE_KEY, device_code)
     if others.where(Device.mac_address == mac_address).exists():
-        raise _taken("mac_address", mac_address)
+        raise _taken(_MAC_ADDRESS_KEY, mac_address)
 
 
 def _visible_devices(caller: Caller | None) -> peewee.ModelSelect[Device]:
@@ -355,7 +372,9 @@ def delete_device(caller: Caller, device_id: int) -> None:
         device.delete_instance()
 
 
-def _serials(start_serial: str, count: int) -> list[str]:
+def consecutive_serials(start_serial: str, count: int) -> list[str]:
+    """``count`` consecutive serial numbers from ``start_serial``, each of its width (leading
+    zeros kept); refuses a start that is not ASCII digits or a run that outgrows the width."""
     start_serial = start_serial.strip()
     if not start_serial.isdigit() or not start_serial.isascii():
         raise InvalidArgument("start_serial must be digits only, e.g. 00001")
@@ -368,7 +387,9 @@ def _serials(start_serial: str, count: int) -> list[str]:
     return [str(int(start_serial) + i).zfill(width) for i in range(count)]
 
 
-def _mac_for(prefix: list[int], serial: int) -> str:
+def mac_for_serial(prefix: list[int], serial: int) -> str:
+    """The MAC address of the device numbered ``serial``: the ``prefix`` octets, then the
+    serial in hex (big-endian) in the octets left; OverflowError if it does not fit."""
     free_octets = 6 - len(prefix)
     suffix = serial.to_bytes(free_octets, "big")
     return ":".join(f"{octet:02X}" for octet in [*prefix, *suffix])
@@ -396,7 +417,7 @@ def batch_create_devices(
         )
     if count < 1:
         raise InvalidArgument("count must be at least 1")
-    serials = _serials(start_serial, count)
+    serials = consecutive_serials(start_serial, count)
     prefix = validation.mac_prefix("mac_prefix", mac_prefix)
     capacity = 1 << (8 * (6 - len(prefix)))
     if int(serials[-1]) >= capacity:
@@ -413,7 +434,7 @@ def batch_create_devices(
                 "batch": batch.id,
                 "serial_number": serial,
                 "device_code": device_type.code + serial,
-                "mac_address": _mac_for(prefix, int(serial)),
+                "mac_address": mac_for_serial(prefix, int(serial)),
                 "unique_id": str(uuid.uuid4()),
                 "created_at": now,
                 "updated_at": now,
@@ -424,10 +445,10 @@ def batch_create_devices(
         macs = [row["mac_address"] for row in rows]
         taken_code = Device.select(Device.device_code).where(Device.device_code.in_(codes))
         if row := taken_code.order_by(Device.device_code).first():
-            raise _taken("device_code", row.device_code)
+            raise _taken(_DEVICE_CODE_KEY, row.device_code)
         taken_mac = Device.select(Device.mac_address).where(Device.mac_address.in_(macs))
         if row := taken_mac.order_by(Device.mac_address).first():
-            raise _taken("mac_address", row.mac_address)
+            raise _taken(_MAC_ADDRESS_KEY, row.mac_address)
         try:
             for start in range(0, len(rows), 200):
                 Device.insert_many(rows[start : start + 200]).execute()

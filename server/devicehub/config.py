@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    """Where data lives without ``DEVICEHUB_DATA_DIR``: the user's XDG data directory
+    (``$XDG_DATA_HOME/devicehub``, else ``~/.local/share/devicehub``), never the package's
+    own directory, which may be a read-only site-packages shared by every user."""
+    xdg = env.get("XDG_DATA_HOME", "")
+    # The XDG spec says a relative XDG_DATA_HOME is to be ignored.
+    base = Path(xdg) if Path(xdg).is_absolute() else Path.home() / ".local" / "share"
+    return base / "devicehub"
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:
@@ -57,7 +66,7 @@ class Settings:
     max_streams: int = 10_000
     max_connections: int = 30_000
     max_request_bytes: int = 4 * 1024 * 1024
-    data_dir: Path = REPO_ROOT / "var"
+    data_dir: Path = field(default_factory=lambda: default_data_dir(os.environ))
     database_url: str = ""
     db_pool_size: int = 8
     secret_key: str = field(default="", repr=False)
@@ -105,7 +114,9 @@ class Settings:
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
         defaults = cls()
-        data_dir = Path(env.get("DEVICEHUB_DATA_DIR") or defaults.data_dir)
+        # Absolute, because the default database URL is built from it: sqlite:///var/x
+        # names /var/x, not ./var/x.
+        data_dir = Path(env.get("DEVICEHUB_DATA_DIR") or default_data_dir(env)).absolute()
         return cls(
             grpc_host=env.get("DEVICEHUB_GRPC_HOST") or defaults.grpc_host,
             grpc_port=_int(env, "DEVICEHUB_GRPC_PORT", defaults.grpc_port),

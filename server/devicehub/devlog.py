@@ -18,23 +18,26 @@ The rules (seed 000, "통일된 API"), applied entry by entry in one transaction
 
 Uploads for one child are serialised by locking the child's row (PostgreSQL), so two
 concurrent temporary uploads update one record instead of racing to create two.
+
+``treatment_dates`` validates an upload and ``plan_upload`` decides what it writes, both
+pure (unit-tested without a database); ``upload_devlogs`` checks ownership, reads the
+stored facts the plan needs and applies the plan (``storage/devlog_rows.py``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
-from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
 
 import peewee
 
 from devicehub import binding
 from devicehub.errors import Conflict, InvalidArgument, NotFound
 from devicehub.security import Caller
-from devicehub.storage.db import array_literal, database, execute_prepared, is_postgres
-from devicehub.storage.models import Child, Device, Devlog, utcnow
+from devicehub.storage import devlog_rows, row_locks
+from devicehub.storage.db import database
+from devicehub.storage.devlog_rows import DevlogValues, StoredDevlog
+from devicehub.storage.models import utcnow
 from devicehub.v1 import error_pb2 as reasons
 
 MAX_DEVLOG_ENTRIES = 1000
@@ -43,6 +46,8 @@ TEMP_SAVED = "Temp devlog saved successfully"
 SAVED = "Devlog saved successfully"
 FINISH_FLAGS = range(1, 7)
 INT32_MAX = 2**31 - 1
+CREATE_FAILED = "Create Device Log Failed"
+UPDATE_FAILED = "Update Device Log Failed"
 
 
 @dataclass(slots=True)
@@ -108,15 +113,9 @@ def _validate(entry: DevlogEntry, index: int) -> dt.datetime:
     return _treatment_date(entry.treatment_date)
 
 
-def _lock_children(child_ids: list[int]) -> None:
-    if is_postgres():
-        Child.select(Child.id).where(Child.id.in_(child_ids)).order_by(
-            Child.id
-        ).for_update().execute()
-
-
-def upload_devlogs(caller: Caller, entries: list[DevlogEntry]) -> str:
-    """Stores an upload; returns the documented success message."""
+def treatment_dates(entries: list[DevlogEntry]) -> list[dt.datetime]:
+    """Each entry's ``treatment_date`` as a naive UTC datetime; InvalidArgument if the
+    upload is empty, too large or has a malformed entry."""
     if not entries:
         raise InvalidArgument("log_arrays must contain at least one log")
     if len(entries) > MAX_DEVLOG_ENTRIES:
@@ -124,209 +123,207 @@ def upload_devlogs(caller: Caller, entries: list[DevlogEntry]) -> str:
             f"log_arrays may contain at most {MAX_DEVLOG_ENTRIES} logs",
             reasons.ERROR_REASON_BATCH_TOO_LARGE,
         )
-    dates = [_validate(entry, i) for i, entry in enumerate(entries)]
+    return [_validate(entry, i) for i, entry in enumerate(entries)]
+
+
+def upload_devlogs(caller: Caller, entries: list[DevlogEntry]) -> str:
+    """Stores an upload; returns the documented success message."""
+    dates = treatment_dates(entries)
     with database.atomic():
         child_ids = sorted({entry.real_user_id for entry in entries})
         for child_id in child_ids:
             binding.own_child(caller, child_id, missing_is_404=True)
-        devices: dict[tuple[int, int], Device] = {}
+        devices: dict[tuple[int, int], str] = {}  # (device, child) -> the device's unique_id
         for entry in entries:
             key = (entry.device_id, entry.real_user_id)
             if key not in devices:
-                devices[key] = binding.bound_to_child(entry.device_id, entry.real_user_id)
-            if devices[key].unique_id != entry.unique_id.strip():
+                devices[key] = binding.bound_to_child(entry.device_id, entry.real_user_id).unique_id
+            if devices[key] != entry.unique_id.strip():
                 raise NotFound(binding.NOT_FOUND_DEVICE, reasons.ERROR_REASON_DEVICE_NOT_FOUND)
-        _lock_children(child_ids)
-        _store_all(entries, dates)
-    return TEMP_SAVED if all(entry.finish_flag is None for entry in entries) else SAVED
+        row_locks.lock_children(child_ids)
+        plan = _store_all(entries, dates)
+    return plan.message
+
+
+def _store_all(entries: list[DevlogEntry], dates: list[dt.datetime]) -> DevlogPlan:
+    """Reads the facts the plan needs, plans the upload and applies the plan, inside the
+    caller's transaction."""
+    files = {(e.device_id, e.log_file_id) for e in entries if e.log_file_id is not None}
+    plan = plan_upload(
+        entries,
+        dates,
+        pending_temporaries=devlog_rows.pending_temporaries({e.real_user_id for e in entries}),
+        stored_files=devlog_rows.stored_among(files),
+    )
+    _apply(plan)
+    return plan
+
+
+# --- the plan: what an upload writes, decided in memory -----------------------------
+
+
+@dataclass(frozen=True)
+class NewTemporary:
+    """The ``number``-th temporary record a plan creates (its id is known once written)."""
+
+    number: int
+
+
+@dataclass(frozen=True)
+class CreateTemporary:
+    """Create the child's temporary record."""
+
+    record: NewTemporary
+    child_id: int
+    values: DevlogValues
+
+
+@dataclass(frozen=True)
+class UpdateRecord:
+    """Overwrite a temporary record (a stored one by id, or one this plan creates) with an
+    entry's values; ``complete`` makes it a completed record."""
+
+    record: int | NewTemporary
+    values: DevlogValues
+    complete: bool
+
+
+@dataclass(frozen=True)
+class NewCompleted:
+    """A new completed record (all of a plan's are inserted by one statement)."""
+
+    child_id: int
+    values: DevlogValues
+
+
+@dataclass(frozen=True)
+class DevlogPlan:
+    """What an upload writes: ``writes`` in order, then ``inserts``, then each device's
+    new ``last_log_file_id``; and the success message to answer."""
+
+    writes: list[CreateTemporary | UpdateRecord]
+    inserts: list[NewCompleted]
+    last_log_file_ids: dict[int, int]  # device id -> highest completed log_file_id
+    message: str
 
 
 @dataclass
-class _Stored:
-    """A devlog row this request knows of: in the database (``id``) or about to be."""
+class _Temporary:
+    """A temporary record as the plan goes: stored or to be created, maybe completed."""
 
-    id: int | None
-    is_temp: bool
+    record: int | NewTemporary
     child_id: int
-    log_file_id: int | None
+    completed: bool = False
 
 
-def _store_all(entries: list[DevlogEntry], dates: list[dt.datetime]) -> None:
-    """Applies the rules to every entry, in order, with a fixed number of queries.
-
-    The decisions need two facts per entry: the child's pending temporary record and
-    whether ``(device_id, log_file_id)`` is stored. Both are read once for the whole
-    request and kept current in memory while the entries are decided; new completed
-    records are then written with one multi-row INSERT.
-    """
-    child_ids = {entry.real_user_id for entry in entries}
-    temps: dict[int, _Stored] = {}
-    by_file: dict[tuple[int, int], _Stored] = {}
-    is_temp = Devlog.is_temp == True  # noqa: E712 (a SQL expression, not a truth test)
-    pending_temps = Devlog.select(Devlog.id, Devlog.child, Devlog.device, Devlog.log_file_id).where(
-        Devlog.child.in_(child_ids) & is_temp
+def _values(entry: DevlogEntry, treatment_date: dt.datetime) -> DevlogValues:
+    return DevlogValues(
+        device_id=entry.device_id,
+        log_file_id=entry.log_file_id,
+        treatment_date=treatment_date,
+        finish_flag=entry.finish_flag,
+        last_intensity=entry.last_intensity,
+        treatment_time=entry.treatment_time,
+        movement=entry.movement,
+        log_data=entry.log_data,
     )
-    for row in pending_temps:
-        temps[row.child_id] = _Stored(row.id, True, row.child_id, row.log_file_id)
-        if row.log_file_id is not None:
-            by_file[(row.device_id, row.log_file_id)] = temps[row.child_id]
-    files = {(e.device_id, e.log_file_id) for e in entries if e.log_file_id is not None}
-    for devlog_id, child_id, device_id, file_id, stored_is_temp in _stored_files(files):
-        by_file.setdefault(
-            (device_id, file_id), _Stored(devlog_id, stored_is_temp, child_id, file_id)
-        )
 
-    now = utcnow()
-    inserts: list[dict[str, object]] = []
-    completed: dict[int, int] = {}  # device id -> highest completed log_file_id
+
+def plan_upload(
+    entries: list[DevlogEntry],
+    dates: list[dt.datetime],
+    *,
+    pending_temporaries: list[StoredDevlog],
+    stored_files: list[StoredDevlog],
+) -> DevlogPlan:
+    """Applies the rules of the module docstring to the entries, in order.
+
+    ``dates`` are the entries' treatment dates (``treatment_dates``); the facts are read
+    once per upload: the children's pending temporary records, and the stored records
+    among the entries' ``(device_id, log_file_id)`` pairs. Both are kept current in
+    memory while the entries are decided.
+    """
+    temporaries: dict[int, _Temporary] = {}  # child id -> its pending temporary record
+    by_file: dict[tuple[int, int], _Temporary] = {}  # logs carried by a temporary record
+    complete: set[tuple[int, int]] = set()  # logs stored (or planned) as completed records
+    for row in pending_temporaries:
+        temporaries[row.child_id] = _Temporary(row.id, row.child_id)
+        if row.log_file_id is not None:
+            by_file[(row.device_id, row.log_file_id)] = temporaries[row.child_id]
+    for row in stored_files:
+        key = (row.device_id, row.log_file_id) if row.log_file_id is not None else None
+        if key is None or key in by_file:
+            continue
+        if row.is_temp:
+            by_file[key] = _Temporary(row.id, row.child_id)
+        else:
+            complete.add(key)
+
+    writes: list[CreateTemporary | UpdateRecord] = []
+    inserts: list[NewCompleted] = []
+    highest: dict[int, int] = {}
+    created = 0
     for index, (entry, date) in enumerate(zip(entries, dates, strict=True)):
         key = (entry.device_id, entry.log_file_id) if entry.log_file_id is not None else None
         same_file = by_file.get(key) if key else None
-        if same_file is not None and not same_file.is_temp:
+        if key in complete or (same_file is not None and same_file.completed):
             continue  # this log is stored and complete: a retried upload
-        fields: dict[str, object] = {
-            "device": entry.device_id,
-            "log_file_id": entry.log_file_id,
-            "finish_flag": entry.finish_flag,
-            "last_intensity": entry.last_intensity,
-            "treatment_time": entry.treatment_time,
-            "movement": entry.movement,
-            "log_data": entry.log_data,
-            "updated_at": now,
-        }
-        temp = temps.get(entry.real_user_id)
+        temporary = temporaries.get(entry.real_user_id)
         if entry.finish_flag is None:
-            fields["treatment_date"] = date - TEMP_DELAY
-            if temp is None:
-                temp = _Stored(
-                    _create(child=entry.real_user_id, is_temp=True, created_at=now, **fields),
-                    True,
-                    entry.real_user_id,
-                    None,
-                )
-                temps[entry.real_user_id] = temp
+            values = _values(entry, date - TEMP_DELAY)
+            if temporary is None:
+                new = NewTemporary(created)
+                created += 1
+                writes.append(CreateTemporary(new, entry.real_user_id, values))
+                temporary = temporaries[entry.real_user_id] = _Temporary(new, entry.real_user_id)
             else:
-                _update(temp.id, **fields)
-            temp.log_file_id = entry.log_file_id
+                writes.append(UpdateRecord(temporary.record, values, complete=False))
             if key:
-                by_file[key] = temp
+                by_file[key] = temporary
             continue
-        fields["treatment_date"] = date
-        # The session this log completes: the temp record carrying its file id, else (for
-        # the first entry of a request) the child's pending temp record.
-        completes = same_file if same_file is not None else (temp if index == 0 else None)
+        # The session this log completes: the temporary record carrying its file id, else
+        # (for the first entry of a request) the child's pending temporary record.
+        completes = same_file if same_file is not None else (temporary if index == 0 else None)
+        values = _values(entry, date)
         if completes is not None:
-            _update(completes.id, is_temp=False, **fields)
-            completes.is_temp = False
-            temps.pop(completes.child_id, None)
+            writes.append(UpdateRecord(completes.record, values, complete=True))
+            completes.completed = True
+            temporaries.pop(completes.child_id, None)
         else:
-            inserts.append({"child": entry.real_user_id, **fields})
+            inserts.append(NewCompleted(entry.real_user_id, values))
         if key:
-            by_file[key] = _Stored(None, False, entry.real_user_id, entry.log_file_id)
-            completed[entry.device_id] = max(completed.get(entry.device_id, -1), key[1])
-    if inserts:
-        _insert(inserts, now)
-    for device_id, highest in completed.items():
-        Device.update(last_log_file_id=highest).where(
-            (Device.id == device_id) & (Device.last_log_file_id < highest)
-        ).execute()
+            complete.add(key)
+            highest[entry.device_id] = max(highest.get(entry.device_id, -1), key[1])
+    message = TEMP_SAVED if all(entry.finish_flag is None for entry in entries) else SAVED
+    return DevlogPlan(writes, inserts, highest, message)
 
 
-# Stored records among the (device_id, log_file_id) pairs of a request. PostgreSQL joins
-# the pairs to the unique index, one probe per pair: with ``device_id = %s AND
-# log_file_id IN (...)`` the planner scanned every record of the device and filtered
-# them, a cost that grew with the device's history.
-_STORED_FILES_POSTGRES = (
-    "SELECT d.id, d.child_id, d.device_id, d.log_file_id, d.is_temp "
-    "FROM unnest(%s::integer[], %s::integer[]) AS f (device_id, log_file_id) "
-    "JOIN devlog d ON d.device_id = f.device_id AND d.log_file_id = f.log_file_id"
-)
+def _write_failed(message: str) -> Conflict:
+    # Documented as 409; the upload's transaction rolls back.
+    return Conflict(message, reasons.ERROR_REASON_DEVLOG_WRITE_FAILED)
 
 
-def _stored_files(files: set[tuple[int, int]]) -> list[tuple[int, int, int, int, bool]]:
-    """(id, child_id, device_id, log_file_id, is_temp) of the stored records in ``files``."""
-    if not files:
-        return []
-    if is_postgres():
-        pairs = (array_literal([d for d, _ in files]), array_literal([f for _, f in files]))
-        return execute_prepared("devlog_stored_files", _STORED_FILES_POSTGRES, pairs).fetchall()
-    by_device: dict[int, set[int]] = defaultdict(set)
-    for device_id, file_id in files:
-        by_device[device_id].add(file_id)
-    found = []
-    for device_id, file_ids in by_device.items():
-        query = Devlog.select(
-            Devlog.id, Devlog.child, Devlog.device, Devlog.log_file_id, Devlog.is_temp
-        ).where((Devlog.device == device_id) & Devlog.log_file_id.in_(file_ids))
-        found += [
-            (r.id, r.child_id, r.device_id, r.log_file_id, r.is_temp)
-            for r in query
-            if r.log_file_id is not None  # always, given the IN; narrows the type
-        ]
-    return found
-
-
-def _create(**fields: object) -> int:
-    try:
-        return Devlog.insert(**fields).execute()
-    except peewee.IntegrityError as error:  # documented as 409; the request rolls back
-        raise Conflict(
-            "Create Device Log Failed", reasons.ERROR_REASON_DEVLOG_WRITE_FAILED
-        ) from error
-
-
-# New completed records, one statement per request. PostgreSQL unnests one array per
-# column, passed as array literals (psycopg2 would adapt each of 900 values one by one,
-# a millisecond per request); SQLite runs one prepared executemany.
-_INSERT_COLUMNS = (  # (column, key in the row dicts built by _store_all, SQL type)
-    ("device_id", "device", "integer"),
-    ("child_id", "child", "integer"),
-    ("log_file_id", "log_file_id", "integer"),
-    ("treatment_date", "treatment_date", "timestamp"),
-    ("finish_flag", "finish_flag", "smallint"),
-    ("last_intensity", "last_intensity", "integer"),
-    ("treatment_time", "treatment_time", "integer"),
-    ("movement", "movement", "integer"),
-    ("log_data", "log_data", "text"),
-)
-_INSERT_INTO = (
-    f"INSERT INTO devlog ({', '.join(column for column, _, _ in _INSERT_COLUMNS)},"
-    " is_temp, created_at, updated_at) "
-)
-_INSERT_POSTGRES = (
-    _INSERT_INTO
-    + "SELECT *, false, %s::timestamp, %s::timestamp FROM unnest("
-    + ", ".join(f"%s::{kind}[]" for _, _, kind in _INSERT_COLUMNS)
-    + ")"
-)
-_INSERT_SQLITE = _INSERT_INTO + f"VALUES ({', '.join('?' for _ in _INSERT_COLUMNS)}, 0, ?, ?)"
-
-
-def _insert(rows: list[dict[str, object]], now: dt.datetime) -> None:
-    """Inserts new completed records (``is_temp`` false, created now) in one statement."""
-    keys = [key for _, key, _ in _INSERT_COLUMNS]
-    try:
-        if is_postgres():
-            columns = [_postgres_column(rows, key, kind) for _, key, kind in _INSERT_COLUMNS]
-            execute_prepared("devlog_insert", _INSERT_POSTGRES, [now, now, *columns])
-        else:
-            values = [(*(row[k] for k in keys), now, now) for row in rows]
-            database.cursor().executemany(_INSERT_SQLITE, values)
-    except (peewee.IntegrityError, sqlite3.IntegrityError) as error:
-        raise Conflict(
-            "Create Device Log Failed", reasons.ERROR_REASON_DEVLOG_WRITE_FAILED
-        ) from error
-
-
-def _postgres_column(rows: list[dict[str, Any]], key: str, kind: str) -> object:
-    values = [row[key] for row in rows]
-    return values if kind == "text" else array_literal(values)
-
-
-def _update(devlog_id: int | None, **fields: object) -> None:
-    try:
-        Devlog.update(**fields).where(Devlog.id == devlog_id).execute()
-    except peewee.IntegrityError as error:
-        raise Conflict(
-            "Update Device Log Failed", reasons.ERROR_REASON_DEVLOG_WRITE_FAILED
-        ) from error
+def _apply(plan: DevlogPlan) -> None:
+    """Writes the plan inside the caller's transaction, with a fixed number of statements."""
+    now = utcnow()
+    created: dict[NewTemporary, int] = {}
+    for write in plan.writes:
+        if isinstance(write, CreateTemporary):
+            try:
+                created[write.record] = devlog_rows.create_temporary(
+                    write.child_id, write.values, now
+                )
+            except peewee.IntegrityError as error:
+                raise _write_failed(CREATE_FAILED) from error
+            continue
+        record = created[write.record] if isinstance(write.record, NewTemporary) else write.record
+        try:
+            devlog_rows.update(record, write.values, now, complete=write.complete)
+        except peewee.IntegrityError as error:
+            raise _write_failed(UPDATE_FAILED) from error
+    if plan.inserts:
+        try:
+            devlog_rows.insert_completed([(row.child_id, row.values) for row in plan.inserts], now)
+        except peewee.IntegrityError as error:
+            raise _write_failed(CREATE_FAILED) from error
+    devlog_rows.raise_last_log_file_ids(plan.last_log_file_ids)

@@ -1,19 +1,16 @@
-"""Domain errors: raised by business code, turned into a gRPC status in one interceptor.
+"""Domain errors: raised by business code, free of any transport.
 
 Each error has a human message (the documented ``detail``/``message`` text) and a stable
-reason from ``devicehub.v1.ErrorReason`` (without its ``ERROR_REASON_`` prefix). The
-gRPC status code follows gRPC semantics; ``http_status`` is the status the REST edge
-must answer with, which differs where the documented contract wants 409 for a state
-conflict that gRPC calls FAILED_PRECONDITION.
+reason from ``devicehub.v1.ErrorReason`` (without its ``ERROR_REASON_`` prefix), the API's
+vocabulary of reasons. The class says what kind of failure it is; which gRPC status code
+and REST status each kind (and, where a document wants another status, each reason) is
+answered with is decided in one place, ``devicehub.api.errors``.
 """
 
 from __future__ import annotations
 
-import grpc
-
 from devicehub.v1 import error_pb2
 
-ERROR_DOMAIN = "devicehub"
 INTERNAL_MESSAGE = "Internal server error. Please try again later."
 
 
@@ -23,20 +20,14 @@ def reason_name(reason: int) -> str:
 
 
 class DomainError(Exception):
-    """Base class; subclasses fix the status codes."""
+    """Base class; a subclass names the kind of failure and its default reason."""
 
-    grpc_code = grpc.StatusCode.UNKNOWN
-    http_status = 500
     default_reason = error_pb2.ERROR_REASON_INTERNAL
 
-    def __init__(
-        self, message: str, reason: int | None = None, *, http_status: int | None = None
-    ) -> None:
+    def __init__(self, message: str, reason: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.reason = self.default_reason if reason is None else reason
-        if http_status is not None:  # where a documented REST status differs from gRPC's
-            self.http_status = http_status
 
     @property
     def reason_name(self) -> str:
@@ -44,57 +35,44 @@ class DomainError(Exception):
 
 
 class InvalidArgument(DomainError):
-    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
-    http_status = 400
+    """The request itself is wrong; the same request can never succeed."""
+
     default_reason = error_pb2.ERROR_REASON_INVALID_ARGUMENT
 
 
 class Unauthenticated(DomainError):
-    grpc_code = grpc.StatusCode.UNAUTHENTICATED
-    http_status = 401
+    """The caller could not be identified (no, invalid, expired or revoked token)."""
+
     default_reason = error_pb2.ERROR_REASON_UNAUTHENTICATED
 
 
 class PermissionDenied(DomainError):
-    grpc_code = grpc.StatusCode.PERMISSION_DENIED
-    http_status = 403
+    """The caller is known but may not do this."""
+
     default_reason = error_pb2.ERROR_REASON_PERMISSION_DENIED
 
 
 class NotFound(DomainError):
-    grpc_code = grpc.StatusCode.NOT_FOUND
-    http_status = 404
+    """The named resource does not exist (or is not visible to the caller)."""
 
 
 class AlreadyExists(DomainError):
     """A create or rename collides with a unique value."""
 
-    grpc_code = grpc.StatusCode.ALREADY_EXISTS
-    http_status = 409
-
 
 class Conflict(DomainError):
     """The resource's current state forbids the change (in use, locked, bound)."""
-
-    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
-    http_status = 409
 
 
 class ResourceExhausted(DomainError):
     """A limit was reached (queue bound, rate limit); retrying later can succeed."""
 
-    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    http_status = 429
-
 
 class Unavailable(DomainError):
     """A dependency (the database, a provider) cannot be reached right now."""
 
-    grpc_code = grpc.StatusCode.UNAVAILABLE
-    http_status = 503
     default_reason = error_pb2.ERROR_REASON_SERVICE_UNAVAILABLE
 
 
 class Internal(DomainError):
-    grpc_code = grpc.StatusCode.INTERNAL
-    http_status = 500
+    """A bug or an unexpected state: nothing the caller can fix."""

@@ -35,7 +35,7 @@ from devicehub.errors import (
 )
 from devicehub.integrations.weather import CityNotFound, WeatherClient, WeatherUnavailable
 from devicehub.security import INVALID_TOKEN_MESSAGE, Caller
-from devicehub.storage.db import database, is_postgres, run_db
+from devicehub.storage.db import database, notify_at_commit, run_db
 from devicehub.storage.models import Account, Binding, Message, utcnow
 from devicehub.v1 import error_pb2 as reasons
 
@@ -158,9 +158,7 @@ def _store(
             expires_at=now + policy.ttl,
         )
         message = as_dict(row)
-        if is_postgres():
-            # Delivered to every LISTENing server process when this transaction commits.
-            database.execute_sql("SELECT pg_notify(%s, %s)", (CHANNEL, notify_payload(message)))
+        notify_at_commit(CHANNEL, notify_payload(message))
         return message
 
 

@@ -1,8 +1,7 @@
 """IMU movement samples: bulk, idempotent storage and time-range reads.
 
-An upload is one set-based statement, never a statement per sample: on PostgreSQL an
-``INSERT ... SELECT FROM unnest(arrays)``, on SQLite one prepared ``executemany``. The
-key ``(device_id, ts)`` makes a retried batch a no-op (``ON CONFLICT DO NOTHING``).
+An upload is validated whole, then stored with one set-based statement; a retried batch
+is a no-op (``storage/movement_rows.py``). Reads are keyset pages in timestamp order.
 """
 
 from __future__ import annotations
@@ -11,10 +10,10 @@ from collections.abc import Sequence
 
 from devicehub import binding
 from devicehub.errors import InvalidArgument
-from devicehub.pagination import decode_cursor, encode_cursor
+from devicehub.pagination import decode_cursor, split_page
 from devicehub.security import Caller
-from devicehub.storage.db import array_literal, database, is_postgres
-from devicehub.storage.models import MovementSample
+from devicehub.storage import movement_rows
+from devicehub.storage.db import database
 from devicehub.v1 import error_pb2 as reasons
 
 MAX_SAMPLES_PER_UPLOAD = 10_000
@@ -22,16 +21,6 @@ DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 10_000
 INT32 = range(-(2**31), 2**31)
 UPLOADED = "Movement log saved successfully"
-
-_INSERT_POSTGRES = (
-    "INSERT INTO movement_sample (device_id, ts, val, child_id) "
-    "SELECT %s, ts, val, %s FROM unnest(%s::bigint[], %s::integer[]) AS s (ts, val) "
-    "ON CONFLICT DO NOTHING"
-)
-_INSERT_SQLITE = (
-    "INSERT INTO movement_sample (device_id, ts, val, child_id) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT DO NOTHING"
-)
 
 
 def _validate(samples: Sequence[tuple[int, int]]) -> None:
@@ -57,21 +46,7 @@ def upload_movement(
     with database.atomic():
         binding.own_child(caller, child_id, missing_is_404=True)
         binding.bound_to_child(device_id, child_id)
-        if is_postgres():
-            database.execute_sql(
-                _INSERT_POSTGRES,
-                (
-                    device_id,
-                    child_id,
-                    array_literal([ts for ts, _ in samples]),
-                    array_literal([val for _, val in samples]),
-                ),
-            )
-        else:
-            cursor = database.cursor()
-            cursor.executemany(
-                _INSERT_SQLITE, [(device_id, ts, val, child_id) for ts, val in samples]
-            )
+        movement_rows.insert_samples(device_id, child_id, samples)
 
 
 def list_samples(
@@ -89,18 +64,10 @@ def list_samples(
     if page_size < 0 or start < 0 or end < 0:
         raise InvalidArgument("page_size, start and end must not be negative")
     size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-    query = MovementSample.select(MovementSample.ts, MovementSample.val).where(
-        (MovementSample.device == device_id)
-        & (MovementSample.child == child_id)
-        & (MovementSample.ts >= start)
-    )
-    if end:
-        query = query.where(MovementSample.ts < end)
-    if page_token:
-        query = query.where(MovementSample.ts > decode_cursor("ts", page_token))
-    rows: list[tuple[int, int]] = [
-        (sample.ts, sample.val) for sample in query.order_by(MovementSample.ts).limit(size + 1)
-    ]
-    if len(rows) > size:
-        return rows[:size], encode_cursor("ts", rows[size - 1][0])
-    return rows, ""
+    after = decode_cursor("ts", page_token) if page_token else None
+    rows = movement_rows.samples_between(device_id, child_id, start, end, after, size + 1)
+    return split_page(rows, size, "ts", _timestamp)
+
+
+def _timestamp(sample: tuple[int, int]) -> int:
+    return sample[0]

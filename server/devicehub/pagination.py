@@ -1,8 +1,13 @@
-"""AIP-158 pagination over id-ordered queries, with opaque page tokens."""
+"""AIP-158 pagination with opaque page tokens: keyset pages ("after this key").
+
+A listing reads one row more than the page holds (``LIMIT size + 1``) after the key its
+page token carries; ``split_page`` turns that into the page and the next token.
+"""
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -14,6 +19,7 @@ from devicehub.storage.models import BaseModel
 
 MAX_PAGE_SIZE = 1000
 T = TypeVar("T", bound=BaseModel)
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,15 @@ def decode_cursor(kind: str, token: str) -> int:
         raise InvalidArgument("page_token is not a token from an earlier page") from None
 
 
+def split_page(rows: list[R], size: int, kind: str, key: Callable[[R], int]) -> tuple[list[R], str]:
+    """The page of ``rows`` (read with ``LIMIT size + 1``) and the token of the next page,
+    ``""`` when no row follows it; the token continues after ``key`` of the page's last
+    row."""
+    if len(rows) > size:
+        return rows[:size], encode_cursor(kind, key(rows[size - 1]))
+    return rows, ""
+
+
 def paginate(
     query: peewee.ModelSelect[T], model: type[T], page_size: int, page_token: str
 ) -> Page[T]:
@@ -58,7 +73,9 @@ def paginate(
     if page_size == 0:
         return Page(list(query), "")
     size = min(page_size, MAX_PAGE_SIZE)
-    rows = list(query.limit(size + 1))
-    if len(rows) > size:
-        return Page(rows[:size], encode_cursor("after", rows[size - 1].id))
-    return Page(rows, "")
+    items, next_page_token = split_page(list(query.limit(size + 1)), size, "after", _id)
+    return Page(items, next_page_token)
+
+
+def _id(row: BaseModel) -> int:
+    return row.id

@@ -30,7 +30,7 @@ import peewee
 
 from devicehub.errors import Unauthenticated
 from devicehub.security import INVALID_TOKEN_MESSAGE, Caller
-from devicehub.storage.db import database, is_postgres, run_db
+from devicehub.storage.db import notify_at_commit, run_db
 from devicehub.storage.models import Account, AccountRevocation, utcnow
 
 log = logging.getLogger(__name__)
@@ -75,11 +75,8 @@ def record(account_id: int, token_version: int | None, retention: dt.timedelta) 
         account_id=account_id, token_version=token_version, created_at=now
     )
     AccountRevocation.delete().where(AccountRevocation.created_at < now - retention).execute()
-    if is_postgres():
-        payload = json.dumps(
-            {"id": row.id, "account_id": account_id, "token_version": token_version}
-        )
-        database.execute_sql("SELECT pg_notify(%s, %s)", (REVOCATION_CHANNEL, payload))
+    payload = json.dumps({"id": row.id, "account_id": account_id, "token_version": token_version})
+    notify_at_commit(REVOCATION_CHANNEL, payload)
     return Revocation(account_id, token_version, row.id)
 
 

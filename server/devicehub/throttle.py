@@ -29,22 +29,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from devicehub.errors import ResourceExhausted
-from devicehub.storage.db import database
+from devicehub.storage import throttle_windows
 from devicehub.v1 import error_pb2
 
 SWEEP_SECONDS = 60.0
 _PLAIN_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
-
-_HIT = (
-    "INSERT INTO throttle_window (scope, subject, window_ends, hits) VALUES (%s, %s, %s, 1)"
-    " ON CONFLICT (scope, subject) DO UPDATE SET"
-    " hits = CASE WHEN throttle_window.window_ends >= excluded.window_ends"
-    " THEN throttle_window.hits + 1 ELSE 1 END,"
-    " window_ends = CASE WHEN throttle_window.window_ends >= excluded.window_ends"
-    " THEN throttle_window.window_ends ELSE excluded.window_ends END"
-    " RETURNING hits, window_ends"
-)
-_SWEEP = "DELETE FROM throttle_window WHERE window_ends < %s"
 
 _last_sweep = 0.0
 
@@ -69,16 +58,12 @@ def stored_key(key: str) -> str:
     return "#" + digest
 
 
-def _sql(statement: str) -> str:
-    return statement.replace("%s", database.param)
-
-
 def _sweep(now: float) -> None:
     global _last_sweep
     if now - _last_sweep < SWEEP_SECONDS:
         return
     _last_sweep = now
-    database.execute_sql(_sql(_SWEEP), (int(now),))
+    throttle_windows.delete_ended(int(now))
 
 
 @dataclass(frozen=True)
@@ -125,10 +110,8 @@ def count(scope: str, key: str, window_ends: int, now: float | None = None) -> W
     """
     now = time.time() if now is None else now
     _sweep(now)
-    hits, ends = database.execute_sql(
-        _sql(_HIT), (scope, stored_key(key), int(window_ends))
-    ).fetchone()
-    return Window(hits=int(hits), ends=int(ends))
+    stored = throttle_windows.hit(scope, stored_key(key), int(window_ends))
+    return Window(hits=int(stored.hits), ends=int(stored.window_ends))
 
 
 def peek(scope: str, keys: Iterable[str], now: float | None = None) -> dict[str, Window]:
@@ -144,16 +127,9 @@ def current(
     by_stored = {(scope, stored_key(key)): (scope, key) for scope, key in subjects}
     if not by_stored:
         return {}
-    param = database.param
-    matches = " OR ".join(f"(scope = {param} AND subject = {param})" for _ in by_stored)
-    cursor = database.execute_sql(
-        "SELECT scope, subject, hits, window_ends FROM throttle_window"
-        f" WHERE ({matches}) AND window_ends > {param}",
-        (*(value for pair in by_stored for value in pair), int(now)),
-    )
     return {
-        by_stored[(scope, subject)]: Window(int(hits), int(ends))
-        for scope, subject, hits, ends in cursor
+        by_stored[(stored.scope, stored.subject)]: Window(int(stored.hits), int(stored.window_ends))
+        for stored in throttle_windows.running(list(by_stored), int(now))
     }
 
 
@@ -168,10 +144,4 @@ def undo(subjects: Iterable[tuple[str, str]], now: float | None = None) -> None:
     pairs = [(scope, stored_key(key)) for scope, key in subjects]
     if not pairs:
         return
-    param = database.param
-    matches = " OR ".join(f"(scope = {param} AND subject = {param})" for _ in pairs)
-    database.execute_sql(
-        f"UPDATE throttle_window SET hits = hits - 1 WHERE ({matches})"
-        f" AND window_ends > {param} AND hits > 0",
-        (*(value for pair in pairs for value in pair), int(now)),
-    )
+    throttle_windows.take_back(pairs, int(now))

@@ -2,9 +2,8 @@
 
 ``AuthInterceptor`` resolves the caller from the ``authorization`` metadata (the REST
 edge forwards the HTTP header as-is) and makes it available through ``current_caller``.
-``ErrorInterceptor`` turns ``DomainError`` into a gRPC status with an AIP-193
-``ErrorInfo`` detail, plus two trailers the REST edge reads to build the documented error
-body: ``devicehub-error-reason`` and ``devicehub-http-status``.
+``ErrorInterceptor`` ends every RPC that raised with the status ``api.errors`` maps its
+error to (a ``DomainError``; a lost database as Unavailable; anything else as Internal).
 """
 
 from __future__ import annotations
@@ -19,19 +18,11 @@ from typing import Any
 
 import grpc
 import peewee
-from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
-from devicehub.errors import (
-    ERROR_DOMAIN,
-    INTERNAL_MESSAGE,
-    DomainError,
-    Internal,
-    Unavailable,
-)
+from devicehub.api.errors import abort_with
+from devicehub.api.request_checks import check_request, checked_deserializer
+from devicehub.errors import INTERNAL_MESSAGE, DomainError, Internal, Unavailable
 from devicehub.security import Caller, TokenSigner, TokenVersionCheck, token_from_authorization
-from devicehub.validation import check_request, checked_deserializer
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +33,7 @@ PUBLIC_METHODS = frozenset(
         "/devicehub.v1.AuthService/CreateToken",
         "/devicehub.v1.AuthService/RefreshToken",
         # Devices have no user token; the method answers only for bound, active devices,
-        # checks the device's signature and is throttled per MAC and address (voice.py).
+        # checks the device's signature and is throttled per MAC and address (rtc_grants.py).
         "/devicehub.v1.RtcService/GetRtcTokenByMac",
         "/devicehub.v1.SystemService/Ping",
     }
@@ -113,41 +104,6 @@ def _wrap_handler(
         streaming(handler.stream_stream),
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
-    )
-
-
-# Status messages travel in HTTP/2 trailers (twice: grpc-message and the details), which
-# clients and Envoy limit to a few KiB: a message quoting a huge request value would turn a
-# 400 into a transport error (502 at the REST edge). Documented messages are far shorter.
-MAX_STATUS_MESSAGE_BYTES = 512
-
-
-def _bounded_message(message: str) -> str:
-    raw = message.encode("utf-8", "replace")
-    if len(raw) <= MAX_STATUS_MESSAGE_BYTES:
-        return raw.decode("utf-8")
-    return raw[:MAX_STATUS_MESSAGE_BYTES].decode("utf-8", "ignore") + "..."
-
-
-async def abort_with(context: grpc.aio.ServicerContext, error: DomainError) -> None:
-    """Ends the RPC with ``error`` as a rich status (AIP-193)."""
-    detail = any_pb2.Any()
-    detail.Pack(error_details_pb2.ErrorInfo(reason=error.reason_name, domain=ERROR_DOMAIN))
-    message = _bounded_message(error.message)
-    status = rpc_status.to_status(
-        status_pb2.Status(code=error.grpc_code.value[0], message=message, details=[detail])
-    )
-    # A throttled call says when to retry (REST: the Retry-After header).
-    retry_after = getattr(error, "retry_after", None)
-    await context.abort(
-        status.code,
-        status.details,
-        trailing_metadata=(
-            *status.trailing_metadata,
-            ("devicehub-error-reason", error.reason_name),
-            ("devicehub-http-status", str(error.http_status)),
-            *((("retry-after", str(retry_after)),) if retry_after is not None else ()),
-        ),
     )
 
 
@@ -246,7 +202,7 @@ class AuthInterceptor(_PerMethodInterceptor):
 
 
 class InputInterceptor(_PerMethodInterceptor):
-    """Applies the rules every request obeys (``validation.checked_deserializer``: no NUL
+    """Applies the rules every request obeys (``request_checks.checked_deserializer``: no NUL
     in any text, valid UTF-8) before a servicer sees it, so no endpoint can forget them.
 
     Goes after ``ErrorInterceptor`` in the chain, which maps the InvalidArgument it raises.

@@ -1,9 +1,16 @@
-"""Response metadata that the Envoy REST edge (gateway/rest_edge.lua) acts on."""
+"""The metadata the server and the Envoy REST edge (gateway/rest_edge.lua) exchange.
+
+These constants are the one spelling of every such name in Python. The Lua filter cannot
+import them: it declares each as a local of the same name at its top, and
+tests/unit/test_rest_edge.py checks that both spell them alike.
+"""
 
 from __future__ import annotations
 
 import grpc
 
+# The documented REST lists carry their next page's token in this response header; the
+# edge passes it through untouched.
 NEXT_PAGE_TOKEN_HEADER = "x-next-page-token"
 # The documented REST lists are bare JSON arrays, but a transcoded response is always a
 # JSON object: this names the repeated field whose array the edge returns instead.
@@ -13,6 +20,10 @@ REST_ARRAY_HEADER = "devicehub-rest-array"
 REST_BODY_HEADER = "devicehub-rest-body"
 # Set by the edge on every REST request it transcodes.
 REST_CALL_HEADER = "devicehub-rest-call"
+# A failed call's trailers: the edge builds the documented error body from the reason
+# (``ErrorReason`` without its prefix) and answers with the REST status.
+ERROR_REASON_TRAILER = "devicehub-error-reason"
+HTTP_STATUS_TRAILER = "devicehub-http-status"
 
 
 def is_rest_call(context: grpc.aio.ServicerContext) -> bool:

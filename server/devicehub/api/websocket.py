@@ -24,6 +24,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from devicehub import messaging, validation
+from devicehub.api.errors import http_status
 from devicehub.broker import MessageBroker
 from devicehub.errors import DomainError, Unauthenticated
 from devicehub.security import Caller, TokenSigner, TokenVersionCheck
@@ -118,7 +119,7 @@ class MessageSocketServer:
         except LookupError:
             return connection.respond(HTTPStatus.NOT_FOUND, "Resource not found\n")
         except DomainError as error:
-            return connection.respond(HTTPStatus(error.http_status), error.message + "\n")
+            return connection.respond(HTTPStatus(http_status(error)), error.message + "\n")
         return None
 
     async def _handle(self, connection: ServerConnection) -> None:

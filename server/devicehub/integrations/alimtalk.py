@@ -1,7 +1,8 @@
 """KakaoTalk Alimtalk through NHN Cloud Bizmessage (API v2.3): the provider adapter.
 
 ``POST {base}/alimtalk/v2.3/appkeys/{appkey}/messages`` with ``X-Secret-Key``; success
-needs ``header.isSuccessful`` and ``resultCode == 0`` for every recipient.
+needs ``header.isSuccessful`` and ``resultCode == 0`` for every recipient. Every send of a
+process goes through one shared HTTP client (``http_client.py``), closed on shutdown.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import uuid
 from dataclasses import dataclass
 
 import httpx
+
+from devicehub.integrations.http_client import SharedHttpClient
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,10 @@ class AlimtalkClient:
 
     def __init__(self, config: AlimtalkConfig) -> None:
         self.config = config
+        self._http = SharedHttpClient(config.timeout)
+
+    async def close(self) -> None:
+        await self._http.close()
 
     async def send(self, recipient: str, parameters: dict[str, str]) -> SendResult:
         config = self.config
@@ -57,8 +64,7 @@ class AlimtalkClient:
             "X-NC-API-IDEMPOTENCY-KEY": str(uuid.uuid4()),
         }
         try:
-            async with httpx.AsyncClient(timeout=config.timeout) as client:
-                response = await client.post(url, json=body, headers=headers)
+            response = await self._http.client().post(url, json=body, headers=headers)
         except httpx.HTTPError as error:
             return SendResult(False, "", f"provider unreachable: {error!r}")
         text = response.text[:4000]

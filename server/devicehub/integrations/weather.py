@@ -12,7 +12,8 @@ Two key-less calls, each against its own configurable base URL:
 The result is formatted like the device API's ``weather`` message (``"晴"``, ``"25°C"``,
 ``"50%"``, ``"东北风3级"``). Nothing is ever made up: an unreachable, slow, failing or
 unintelligible provider raises :class:`WeatherUnavailable`, an unknown city raises
-:class:`CityNotFound`.
+:class:`CityNotFound`. Every call of a process goes through one shared HTTP client
+(``http_client.py``), closed on shutdown.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import httpx
+
+from devicehub.integrations.http_client import SharedHttpClient
 
 GEOCODING_PATH = "/v1/search"
 FORECAST_PATH = "/v1/forecast"
@@ -181,20 +184,21 @@ class WeatherClient:
 
     def __init__(self, config: WeatherConfig) -> None:
         self.config = config
+        self._http = SharedHttpClient(config.timeout)
+
+    async def close(self) -> None:
+        await self._http.close()
 
     async def current(self, city: str) -> Weather:
         name = city.strip() if isinstance(city, str) else ""
         if not name:
             raise ValueError("city must be a non-empty string")
-        config = self.config
-        async with httpx.AsyncClient(timeout=config.timeout) as client:
-            latitude, longitude = await self._geocode(client, name)
-            current = await self._forecast(client, latitude, longitude)
+        latitude, longitude = await self._geocode(name)
+        current = await self._forecast(latitude, longitude)
         return _to_weather(name, current)
 
-    async def _geocode(self, client: httpx.AsyncClient, name: str) -> tuple[float, float]:
+    async def _geocode(self, name: str) -> tuple[float, float]:
         payload = await self._get_json(
-            client,
             "geocoding",
             self.config.geocoding_url,
             GEOCODING_PATH,
@@ -219,11 +223,8 @@ class WeatherClient:
             )
         return latitude, longitude
 
-    async def _forecast(
-        self, client: httpx.AsyncClient, latitude: float, longitude: float
-    ) -> dict[str, Any]:
+    async def _forecast(self, latitude: float, longitude: float) -> dict[str, Any]:
         payload = await self._get_json(
-            client,
             "forecast",
             self.config.forecast_url,
             FORECAST_PATH,
@@ -259,19 +260,14 @@ class WeatherClient:
         return current
 
     async def _get_json(
-        self,
-        client: httpx.AsyncClient,
-        call: str,
-        base_url: str,
-        path: str,
-        params: dict[str, str],
+        self, call: str, base_url: str, path: str, params: dict[str, str]
     ) -> dict[str, Any]:
         url = base_url.rstrip("/") + path
         timeout = self.config.timeout
         try:
             # httpx's timeout bounds each network operation; this bounds the whole call.
             async with asyncio.timeout(timeout):
-                response = await client.get(url, params=params)
+                response = await self._http.client().get(url, params=params)
         except (TimeoutError, httpx.TimeoutException):
             raise WeatherUnavailable(
                 f"weather provider {call} call timed out after {timeout:g} s"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import getpass
 import logging
 import os
@@ -15,12 +14,11 @@ from typing import Any
 from devicehub import accounts
 from devicehub.config import Settings
 from devicehub.errors import DomainError
-from devicehub.runtime.workers import (
-    RestartPolicy,
-    RestartTracker,
-    describe_exit,
-    pdeathsig_preexec,
-)
+from devicehub.runtime.bootstrap import bootstrap
+from devicehub.runtime.gateway import Gateway
+from devicehub.runtime.server import DevicehubServer
+from devicehub.runtime.supervision import RestartPolicy
+from devicehub.runtime.workers import WorkerPool, reserve_grpc_port
 from devicehub.storage import db
 from devicehub.storage.migrate import apply_migrations
 
@@ -53,53 +51,7 @@ def cmd_create_admin(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-class Gateway:
-    """Envoy as a supervised child of ``serve``: restarted like a worker when it dies
-    (``devicehub.runtime.workers``: backoff, crash-loop limit), and dying with ``serve``."""
-
-    def __init__(self, settings: Settings, policy: RestartPolicy) -> None:
-        self.settings = settings
-        self.process: asyncio.subprocess.Process | None = None
-        self._tracker = RestartTracker("envoy", policy)
-
-    async def start(self) -> None:
-        from devicehub.runtime.gateway import envoy_command
-
-        self.process = await asyncio.create_subprocess_exec(
-            *envoy_command(self.settings), preexec_fn=pdeathsig_preexec()
-        )
-
-    async def supervise(self) -> str:
-        """Restarts Envoy whenever it exits; returns (the reason) on a crash loop."""
-        while True:
-            assert self.process is not None
-            code = await self.process.wait()
-            delay = self._tracker.record_death()
-            what = f"envoy (pid {self.process.pid}) exited: {describe_exit(code)}"
-            if delay is None:
-                log.error("%s", what)
-                return self._tracker.crash_loop_message()
-            log.error("%s; starting it again in %.1f s", what, delay)
-            await asyncio.sleep(delay)
-            await self.start()
-            log.warning("envoy restarted: pid %s", self.process.pid)
-
-    async def stop(self) -> None:
-        process = self.process
-        if process is None or process.returncode is not None:
-            return
-        process.terminate()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(process.wait(), 10)
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-
-
 async def _serve(settings: Settings, with_gateway: bool, with_grpc: bool = True) -> int:
-    from devicehub.runtime.server import DevicehubServer
-    from devicehub.runtime.workers import WorkerPool, reserve_grpc_port
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -122,7 +74,7 @@ async def _serve(settings: Settings, with_gateway: bool, with_grpc: bool = True)
                 await pool.start()
                 port = settings.grpc_port
             else:
-                single = DevicehubServer(settings)
+                single = DevicehubServer(settings, bootstrap(settings))
                 await single.start()
                 server, port = single, single.port
             workers = f" ({settings.workers} workers)" if pool else ""

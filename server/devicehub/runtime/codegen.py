@@ -1,15 +1,18 @@
 """Builds everything derived from proto/: Python stubs and Envoy's descriptor set.
 
-Run as ``python -m devicehub.runtime.codegen`` (the bootstrap script does). Outputs:
+Run as ``python -m devicehub.runtime.codegen`` in a checkout (the bootstrap script does).
+Outputs:
 
 - ``server/devicehub/v1/*_pb2.py`` and ``*_pb2_grpc.py``: the ``devicehub.v1`` package's
   messages and service stubs, importable as ``devicehub.v1``;
-- ``build/devicehub.pb``: a self-contained descriptor set (with imports) that Envoy's
-  gRPC-JSON transcoder loads;
+- ``server/devicehub/v1/devicehub.pb``: a self-contained descriptor set (with imports) that
+  Envoy's gRPC-JSON transcoder loads; it sits beside the stubs so that a wheel ships it as
+  package data with them (``devicehub.resources``);
 - ``build/third_party``: the google/api and google/rpc protos from the
-  googleapis-common-protos package, so ``buf lint`` resolves imports offline.
+  googleapis-common-protos package, so ``buf`` resolves imports offline.
 
-Nothing here is imported by the server itself, so it runs before any stub exists.
+The wheel build (``setup.py``) calls ``generate`` to write the same ``devicehub/v1`` into the
+wheel. Nothing here is imported by the server itself, so it runs before any stub exists.
 """
 
 from __future__ import annotations
@@ -22,12 +25,11 @@ import google.api
 import grpc_tools
 from grpc_tools import protoc
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-PROTO_ROOT = REPO_ROOT / "proto"
-PYTHON_OUT = REPO_ROOT / "server"
-BUILD_DIR = REPO_ROOT / "build"
-DESCRIPTOR_SET = BUILD_DIR / "devicehub.pb"
-THIRD_PARTY = BUILD_DIR / "third_party"
+from devicehub import resources
+
+PROTO_ROOT = resources.CHECKOUT_ROOT / "proto"
+THIRD_PARTY = resources.CHECKOUT_ROOT / "build" / "third_party"
+DESCRIPTOR_SET_NAME = resources.DESCRIPTOR_SET.name
 
 
 def _googleapis_root() -> Path:
@@ -51,11 +53,11 @@ def _copy_third_party() -> None:
             shutil.copy2(proto, target / proto.name)
 
 
-def build() -> None:
-    """Regenerates all proto-derived files; raises RuntimeError if protoc fails."""
-    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
-    BUILD_DIR.mkdir(exist_ok=True)
-    generated = PYTHON_OUT / "devicehub" / "v1"
+def generate(proto_root: Path, python_out: Path) -> None:
+    """(Re)writes ``python_out/devicehub/v1``: the stubs of every proto under ``proto_root``
+    and the descriptor set; raises RuntimeError if protoc fails."""
+    protos = sorted(str(p.relative_to(proto_root)) for p in proto_root.rglob("*.proto"))
+    generated = python_out / "devicehub" / "v1"
     if generated.exists():
         shutil.rmtree(generated)
     generated.mkdir(parents=True)
@@ -64,13 +66,13 @@ def build() -> None:
     )
     args = [
         "grpc_tools.protoc",
-        f"-I{PROTO_ROOT}",
+        f"-I{proto_root}",
         f"-I{_googleapis_root()}",
         f"-I{_protobuf_include()}",
-        f"--python_out={PYTHON_OUT}",
-        f"--pyi_out={PYTHON_OUT}",
-        f"--grpc_python_out={PYTHON_OUT}",
-        f"--descriptor_set_out={DESCRIPTOR_SET}",
+        f"--python_out={python_out}",
+        f"--pyi_out={python_out}",
+        f"--grpc_python_out={python_out}",
+        f"--descriptor_set_out={generated / DESCRIPTOR_SET_NAME}",
         "--include_imports",
         "--include_source_info",
         *protos,
@@ -81,7 +83,14 @@ def build() -> None:
     if protoc.main(args) != 0:
         raise RuntimeError("protoc failed; see the messages above")
     # google/rpc outputs are provided by googleapis-common-protos; drop our copies.
-    shutil.rmtree(PYTHON_OUT / "google", ignore_errors=True)
+    shutil.rmtree(python_out / "google", ignore_errors=True)
+
+
+def build() -> None:
+    """Regenerates all proto-derived files of the checkout this package was imported from."""
+    if not PROTO_ROOT.is_dir():
+        raise RuntimeError(f"no {PROTO_ROOT}: code generation runs in a devicehub checkout")
+    generate(PROTO_ROOT, resources.PACKAGE_DIR.parent)
     _copy_third_party()
 
 

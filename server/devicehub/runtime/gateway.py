@@ -20,6 +20,9 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 import resource
 import shutil
@@ -30,12 +33,18 @@ from typing import Any
 import yaml
 from google.protobuf import descriptor_pb2
 
-from devicehub.config import REPO_ROOT, Settings
-from devicehub.runtime.codegen import DESCRIPTOR_SET
-from devicehub.runtime.workers import worker_address
+from devicehub.config import Settings
+from devicehub.resources import DESCRIPTOR_SET, ENVOY_TEMPLATE, LUA_FILTER
+from devicehub.runtime.addresses import worker_address
+from devicehub.runtime.supervision import (
+    RestartPolicy,
+    RestartTracker,
+    describe_exit,
+    pdeathsig_preexec,
+)
 
-TEMPLATE = REPO_ROOT / "envoy.yaml"
-LUA_FILTER = REPO_ROOT / "gateway" / "rest_edge.lua"
+log = logging.getLogger(__name__)
+
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 LUA = "envoy.filters.http.lua"
 BUFFER = "envoy.filters.http.buffer"
@@ -92,7 +101,7 @@ def _limits(requests: int, connections: int) -> dict[str, Any]:
 
 
 def render_config(settings: Settings) -> str:
-    config = yaml.safe_load(TEMPLATE.read_text())
+    config = yaml.safe_load(ENVOY_TEMPLATE.read_text())
     config["admin"]["address"] = {
         "pipe": {"path": admin_socket(settings), "mode": ADMIN_SOCKET_MODE}
     }
@@ -163,3 +172,44 @@ def envoy_command(settings: Settings) -> list[str]:
         str(settings.http_port),  # lets several Envoys (tests, dev) run side by side
         "--disable-hot-restart",
     ]
+
+
+class Gateway:
+    """Envoy as a supervised child of ``serve``: restarted like a worker when it dies
+    (``supervision.RestartPolicy``: backoff, crash-loop limit), and dying with ``serve``."""
+
+    def __init__(self, settings: Settings, policy: RestartPolicy) -> None:
+        self.settings = settings
+        self.process: asyncio.subprocess.Process | None = None
+        self._tracker = RestartTracker("envoy", policy)
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            *envoy_command(self.settings), preexec_fn=pdeathsig_preexec()
+        )
+
+    async def supervise(self) -> str:
+        """Restarts Envoy whenever it exits; returns (the reason) on a crash loop."""
+        while True:
+            assert self.process is not None
+            code = await self.process.wait()
+            delay = self._tracker.record_death()
+            what = f"envoy (pid {self.process.pid}) exited: {describe_exit(code)}"
+            if delay is None:
+                log.error("%s", what)
+                return self._tracker.crash_loop_message()
+            log.error("%s; starting it again in %.1f s", what, delay)
+            await asyncio.sleep(delay)
+            await self.start()
+            log.warning("envoy restarted: pid %s", self.process.pid)
+
+    async def stop(self) -> None:
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), 10)
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -1,9 +1,10 @@
-"""The gRPC server: services, interceptors, health, reflection and graceful shutdown."""
+"""The gRPC server of one process: registers the services the composition root
+(``bootstrap.py``) built, adds health and reflection, starts it all and shuts it down
+gracefully."""
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import gc
 import logging
 
@@ -12,31 +13,12 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from devicehub import broker, messaging, revocations
-from devicehub.api.interceptors import AuthInterceptor, ErrorInterceptor, InputInterceptor
-from devicehub.api.servicers.account import AccountServicer
-from devicehub.api.servicers.auth import AuthServicer
-from devicehub.api.servicers.binding import BindingServicer
-from devicehub.api.servicers.device import DeviceServicer
-from devicehub.api.servicers.device_batch import DeviceBatchServicer
-from devicehub.api.servicers.device_type import DeviceTypeServicer
-from devicehub.api.servicers.devlog import DevlogServicer
-from devicehub.api.servicers.messaging import MessagingServicer
-from devicehub.api.servicers.movement import MovementServicer
-from devicehub.api.servicers.notification import NotificationServicer
-from devicehub.api.servicers.rtc import RtcServicer
-from devicehub.api.servicers.system import SystemServicer
-from devicehub.api.websocket import MessageSocketServer
-from devicehub.broker import MessageBroker
+from devicehub import messaging
 from devicehub.config import Settings
-from devicehub.integrations.alimtalk import AlimtalkClient, AlimtalkConfig
-from devicehub.integrations.weather import WeatherClient, WeatherConfig
-from devicehub.logins import LoginPolicy, SignupPolicy
-from devicehub.rtc_grants import DevicePolicy, DeviceSecrets, RtcIssuer
-from devicehub.runtime.workers import worker_address
-from devicehub.security import TokenSigner, start_password_hashing, stop_password_hashing
+from devicehub.runtime.addresses import worker_address
+from devicehub.runtime.bootstrap import Application, Servicers
+from devicehub.security import start_password_hashing, stop_password_hashing
 from devicehub.storage import db
-from devicehub.storage.listener import NotificationListener
 from devicehub.v1 import (
     account_pb2,
     account_pb2_grpc,
@@ -127,151 +109,53 @@ def _tune_garbage_collection() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def _add_servicers(server: grpc.aio.Server, servicers: Servicers) -> None:
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(servicers.auth, server)
+    account_pb2_grpc.add_AccountServiceServicer_to_server(servicers.account, server)
+    device_type_pb2_grpc.add_DeviceTypeServiceServicer_to_server(servicers.device_type, server)
+    device_batch_pb2_grpc.add_DeviceBatchServiceServicer_to_server(servicers.device_batch, server)
+    device_pb2_grpc.add_DeviceServiceServicer_to_server(servicers.device, server)
+    binding_pb2_grpc.add_BindingServiceServicer_to_server(servicers.binding, server)
+    devlog_pb2_grpc.add_DevlogServiceServicer_to_server(servicers.devlog, server)
+    movement_pb2_grpc.add_MovementServiceServicer_to_server(servicers.movement, server)
+    notification_pb2_grpc.add_NotificationServiceServicer_to_server(servicers.notification, server)
+    messaging_pb2_grpc.add_MessagingServiceServicer_to_server(servicers.messaging, server)
+    rtc_pb2_grpc.add_RtcServiceServicer_to_server(servicers.rtc, server)
+    system_pb2_grpc.add_SystemServiceServicer_to_server(servicers.system, server)
+
+
 class DevicehubServer:
     """Owns the grpc.aio server and the database thread pool for one process.
 
-    With ``settings.workers > 1`` this process is worker ``worker_index`` of several: it
-    shares the gRPC and WebSocket ports with the others (SO_REUSEPORT) and also listens on
-    its own ``worker_address`` for Envoy (a single process listens on one too). Worker 0
-    runs the message expiry sweep.
+    Its parts come from the composition root (``bootstrap``), built by the caller; this
+    class registers them, starts them and stops them. With ``settings.workers > 1`` this
+    process is worker ``worker_index`` of several: it shares the gRPC and WebSocket ports
+    with the others (SO_REUSEPORT) and also listens on its own ``worker_address`` for Envoy
+    (a single process listens on one too). Worker 0 runs the message expiry sweep.
     """
 
-    def __init__(self, settings: Settings, worker_index: int = 0) -> None:
+    def __init__(self, settings: Settings, app: Application, worker_index: int = 0) -> None:
         self.settings = settings
+        self.app = app
         self.worker_index = worker_index
-        shared_ports = settings.workers > 1
-        signer = TokenSigner(
-            settings.signing_key(), settings.access_token_ttl, settings.refresh_token_ttl
-        )
-        # Revocations (account deleted, password or admin flag changed) reach every
-        # process; each ends the open streams of the revoked tokens it serves.
-        self.token_versions = revocations.TokenVersions(
-            notified=db.is_postgres(),
-            token_lifetime=max(settings.access_token_ttl, settings.refresh_token_ttl),
-            on_revoked=lambda revoked: self.broker.close_account(
-                revoked.account_id, revoked.token_version
-            ),
-        )
         self._health = health.aio.HealthServicer()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._started = False
+        self._background: set[asyncio.Future[None]] = set()
+        if app.listener is not None:
+            app.listener.watch_state(self._on_listening_changed)
         self._server = grpc.aio.server(
-            interceptors=[
-                ErrorInterceptor(),
-                AuthInterceptor(signer, self.token_versions),
-                InputInterceptor(),
-            ],
+            interceptors=self.app.interceptors,
             options=[
                 # Without workers the port is this process's alone: a second server fails.
-                ("grpc.so_reuseport", int(shared_ports)),
+                ("grpc.so_reuseport", int(settings.workers > 1)),
                 # gRPC cancels calls beyond 1,000 waiting to be matched to a handler; a mass
                 # reconnect of devices (after a restart) opens thousands of streams at once.
                 ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
                 ("grpc.server.max_pending_requests_hard_limit", 2 * MAX_PENDING_CALLS),
             ],
         )
-        login_policy = LoginPolicy(
-            window=settings.login_window,
-            per_address=settings.login_failures_per_address,
-            per_username=settings.login_failures_per_username,
-        )
-        signup_policy = SignupPolicy(
-            window=settings.registration_window, per_address=settings.registrations_per_address
-        )
-        auth_pb2_grpc.add_AuthServiceServicer_to_server(
-            AuthServicer(signer, login_policy, signup_policy), self._server
-        )
-        account_pb2_grpc.add_AccountServiceServicer_to_server(
-            AccountServicer(self.token_versions), self._server
-        )
-        device_type_pb2_grpc.add_DeviceTypeServiceServicer_to_server(
-            DeviceTypeServicer(), self._server
-        )
-        device_batch_pb2_grpc.add_DeviceBatchServiceServicer_to_server(
-            DeviceBatchServicer(), self._server
-        )
-        device_pb2_grpc.add_DeviceServiceServicer_to_server(DeviceServicer(), self._server)
-        binding_pb2_grpc.add_BindingServiceServicer_to_server(BindingServicer(), self._server)
-        devlog_pb2_grpc.add_DevlogServiceServicer_to_server(DevlogServicer(), self._server)
-        movement_pb2_grpc.add_MovementServiceServicer_to_server(MovementServicer(), self._server)
-        alimtalk = AlimtalkClient(
-            AlimtalkConfig(
-                base_url=settings.alimtalk_base_url,
-                app_key=settings.alimtalk_app_key,
-                secret_key=settings.alimtalk_secret_key,
-                sender_key=settings.alimtalk_sender_key,
-                template_code=settings.alimtalk_template_code,
-                timeout=settings.alimtalk_timeout,
-            )
-        )
-        self.policy = messaging.MessagePolicy(
-            ttl=dt.timedelta(seconds=settings.message_ttl),
-            queue_limit=settings.message_queue_limit,
-            heartbeat=settings.stream_heartbeat,
-        )
-        self.broker = MessageBroker(
-            fetch=lambda message_id: db.run_db(messaging.fetch_message, message_id),
-            # SQLite has no NOTIFY: every process (worker) polls the table instead.
-            poll=(
-                None
-                if db.is_postgres()
-                else (lambda after_id: db.run_db(messaging.messages_after, after_id))
-            ),
-            newest_id=(
-                None if db.is_postgres() else (lambda: db.run_db(messaging.newest_message_id))
-            ),
-        )
-        # PostgreSQL: one LISTEN connection brings this process live messages and token
-        # revocations (SQLite: the broker and the revocations poll their tables).
-        self.listener: NotificationListener | None = None
-        if db.is_postgres():
-            self.listener = NotificationListener(
-                settings.database_url, on_listening_changed=self._on_listening_changed
-            )
-            self.listener.add_channel(broker.CHANNEL, self.broker)
-            self.listener.add_channel(revocations.REVOCATION_CHANNEL, self.token_versions)
-        weather = WeatherClient(
-            WeatherConfig(
-                geocoding_url=settings.weather_geocoding_url,
-                forecast_url=settings.weather_forecast_url,
-                timeout=settings.weather_timeout,
-            )
-        )
-        self.deliveries = messaging.DeliveryRecorder()
-        messaging_pb2_grpc.add_MessagingServiceServicer_to_server(
-            MessagingServicer(self.broker, weather, self.policy, self.deliveries), self._server
-        )
-        rtc_pb2_grpc.add_RtcServiceServicer_to_server(
-            RtcServicer(
-                RtcIssuer(settings.rtc_app_id, settings.rtc_app_key),
-                DevicePolicy(
-                    mode=settings.rtc_device_auth,
-                    mac_requests_per_minute=settings.rtc_mac_requests_per_minute,
-                    address_window=settings.rtc_address_window,
-                    address_macs=settings.rtc_address_macs,
-                    address_misses=settings.rtc_address_misses,
-                    max_skew=settings.rtc_signature_max_skew,
-                ),
-                DeviceSecrets(settings.signing_key()),
-            ),
-            self._server,
-        )
-        self._websocket = MessageSocketServer(
-            signer,
-            self.broker,
-            self.policy,
-            self.deliveries,
-            reuse_port=shared_ports,
-            token_versions=self.token_versions,
-        )
-        self._sweeper: asyncio.Task[None] | None = None
-        self._started = False
-        self._background: set[asyncio.Future[None]] = set()
-        notification_pb2_grpc.add_NotificationServiceServicer_to_server(
-            NotificationServicer(
-                alimtalk, dt.timedelta(seconds=settings.alimtalk_suppress_seconds)
-            ),
-            self._server,
-        )
-        system_pb2_grpc.add_SystemServiceServicer_to_server(SystemServicer(), self._server)
+        _add_servicers(self._server, self.app.servicers)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME),
@@ -314,15 +198,16 @@ class DevicehubServer:
     async def start(self) -> None:
         db.start_executor(self.settings.db_pool_size)
         start_password_hashing(self.settings.password_hash_concurrency)
-        await self.broker.start()
-        await self.token_versions.start()
-        if self.listener is not None:
-            await self.listener.start()
-        self.deliveries.start()
+        app = self.app
+        await app.broker.start()
+        await app.token_versions.start()
+        if app.listener is not None:
+            await app.listener.start()
+        app.deliveries.start()
         if self.worker_index == 0:
             self._sweeper = asyncio.create_task(self._expire_messages(), name="message-expiry")
         await self._server.start()
-        await self._websocket.start(self.settings.grpc_host, self.settings.ws_port)
+        await app.websocket.start(self.settings.grpc_host, self.settings.ws_port)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._started = True
         log.info("gRPC server listening on %s:%d", self.settings.grpc_host, self.port)
@@ -331,17 +216,21 @@ class DevicehubServer:
     async def stop(self) -> None:
         """Stops accepting calls, lets in-flight calls finish (up to the grace period),
         then waits for their database work and closes the pool."""
+        app = self.app
         await self._health.enter_graceful_shutdown()
-        self.broker.close_subscriptions()  # live streams end; unary calls get the grace
-        await self._websocket.stop()
+        app.broker.close_subscriptions()  # live streams end; unary calls get the grace
+        await app.websocket.stop()
         await self._server.stop(self.settings.shutdown_grace)
         if self._sweeper is not None:
             self._sweeper.cancel()
-        if self.listener is not None:
-            await self.listener.stop()
-        await self.broker.stop()
-        await self.token_versions.stop()
-        await self.deliveries.stop()  # before the database pool closes
+        # No call is left to use the provider clients' connections.
+        await app.alimtalk.close()
+        await app.weather.close()
+        if app.listener is not None:
+            await app.listener.stop()
+        await app.broker.stop()
+        await app.token_versions.stop()
+        await app.deliveries.stop()  # before the database pool closes
         await asyncio.to_thread(db.stop_executor)
         await asyncio.to_thread(stop_password_hashing)
         log.info("gRPC server stopped")

@@ -15,12 +15,12 @@ Supervision rules:
 - A worker that dies is replaced by a new process with the same index, so it listens on
   the same sockets (the shared port, its own Unix socket) and worker 0's duties (the
   message expiry sweep) go on. The others keep serving meanwhile.
-- Restarts back off (``RestartPolicy``): 0.5 s after the first death, doubling up to 30 s,
-  counting only the deaths of the last ``DEVICEHUB_RESTART_WINDOW`` seconds, so a process
-  that stayed up that long starts again from 0.5 s. The ``DEVICEHUB_RESTART_LIMIT``-th
+- Restarts back off (``supervision.RestartPolicy``): 0.5 s after the first death, doubling
+  up to 30 s, counting only the deaths of the last ``DEVICEHUB_RESTART_WINDOW`` seconds, so
+  a process that stayed up that long starts again from 0.5 s. The ``DEVICEHUB_RESTART_LIMIT``-th
   death within the window is a crash loop: the service stops with an error, for the
   process manager (or the operator) to look at. Envoy is supervised the same way
-  (``devicehub.runtime.cli``).
+  (``devicehub.runtime.gateway.Gateway``).
 - A worker that does not start at all with the service (``WorkerPool.start``) is not
   retried: that is a configuration error, reported at once.
 - Children die with the supervisor (PR_SET_PDEATHSIG), so a crashed ``serve`` leaves no
@@ -31,85 +31,30 @@ Supervision rules:
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import ctypes
 import dataclasses
 import logging
 import multiprocessing
 import os
 import signal
 import socket
-import time
-from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 from devicehub.config import Settings
+from devicehub.runtime.bootstrap import bootstrap
+from devicehub.runtime.server import DevicehubServer
+from devicehub.runtime.supervision import (
+    RestartPolicy,
+    RestartTracker,
+    describe_exit,
+    die_with_parent,
+)
 from devicehub.storage import db
 
 log = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
 START_TIMEOUT = 60.0
-
-
-@dataclasses.dataclass(frozen=True)
-class RestartPolicy:
-    """When a supervised process (a worker, Envoy) that died is started again."""
-
-    limit: int = 5  # this many deaths within ``window`` seconds stop the service
-    window: float = 60.0
-    first_delay: float = 0.5
-    max_delay: float = 30.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RestartPolicy:
-        return cls(limit=settings.restart_limit, window=settings.restart_window)
-
-
-class RestartTracker:
-    """The recent deaths of one supervised process, and the delay before its next start."""
-
-    def __init__(self, name: str, policy: RestartPolicy) -> None:
-        self.name = name
-        self.policy = policy
-        self._deaths: collections.deque[float] = collections.deque()
-
-    def record_death(self, now: float | None = None) -> float | None:
-        """Seconds to wait before starting the process again; None: a crash loop, give up."""
-        now = time.monotonic() if now is None else now
-        while self._deaths and now - self._deaths[0] > self.policy.window:
-            self._deaths.popleft()
-        self._deaths.append(now)
-        recent = len(self._deaths)
-        if recent >= self.policy.limit:
-            return None
-        return min(self.policy.max_delay, self.policy.first_delay * 2 ** (recent - 1))
-
-    def crash_loop_message(self) -> str:
-        return (
-            f"{self.name} died {len(self._deaths)} times within {self.policy.window:g} s "
-            f"(DEVICEHUB_RESTART_LIMIT={self.policy.limit}); stopping the service"
-        )
-
-
-def describe_exit(exitcode: int | None) -> str:
-    """``exit status 3`` or ``killed by SIGKILL``, from a multiprocessing/asyncio exit code."""
-    if exitcode is None:
-        return "exit status unknown"
-    if exitcode < 0:
-        try:
-            return f"killed by {signal.Signals(-exitcode).name}"
-        except ValueError:
-            return f"killed by signal {-exitcode}"
-    return f"exit status {exitcode}"
-
-
-def worker_address(settings: Settings, index: int) -> str:
-    """The name of worker ``index``'s own abstract Unix socket, which Envoy balances over
-    (abstract: nothing to clean up; named after the shared gRPC port, which is unique)."""
-    return f"devicehub-{settings.grpc_port}-worker-{index}"
 
 
 def reserve_grpc_port(settings: Settings) -> Settings:
@@ -131,33 +76,11 @@ def reserve_grpc_port(settings: Settings) -> Settings:
     return dataclasses.replace(settings, grpc_port=port)
 
 
-def _prctl() -> Callable[..., int] | None:
-    with contextlib.suppress(OSError, AttributeError):
-        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
-    return None
-
-
-def die_with_parent(parent: int, prctl: Callable[..., int] | None = None) -> None:
-    """Asks Linux to SIGTERM this process when its parent dies without stopping it.
-
-    Linux sends the signal when the parent's *thread* that started this process ends:
-    the supervisor starts its children from its main thread. A parent that died before
-    the request was made is caught by comparing the parent's pid.
-    """
-    prctl = prctl or _prctl()
-    if prctl is not None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:
-        os._exit(1)
-
-
 async def _serve_worker(settings: Settings, index: int, ready: Connection) -> None:
-    from devicehub.runtime.server import DevicehubServer
-
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     db.open_database(settings.database_url, settings.db_pool_size)
-    server = DevicehubServer(settings, worker_index=index)
+    server = DevicehubServer(settings, bootstrap(settings), worker_index=index)
     await server.start()
     ready.send("ready")
     ready.close()
@@ -289,13 +212,3 @@ class WorkerPool:
                 await asyncio.to_thread(process.join, 5)
             with contextlib.suppress(ValueError, OSError):
                 asyncio.get_running_loop().remove_reader(process.sentinel)
-
-
-def pdeathsig_preexec() -> Callable[[], None]:
-    """A ``preexec_fn`` for a child process other than a worker (Envoy): it dies with us.
-
-    prctl is looked up here, in the parent: after ``fork`` in a process with threads, the
-    child must not load libraries (the loader's lock may be held by a thread that is gone).
-    """
-    parent, prctl = os.getpid(), _prctl()
-    return lambda: die_with_parent(parent, prctl)

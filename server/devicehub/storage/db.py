@@ -5,6 +5,10 @@ peewee is synchronous, so every unit of database work runs on a bounded thread p
 each thread keeps one, so requests queue for a thread instead of blocking the event
 loop, and PostgreSQL never sees more than ``DEVICEHUB_DB_POOL_SIZE`` connections from
 one process.
+
+Every raw SQL statement of the project (they live in ``storage/``) is written once, with
+``%s`` placeholders and ``%%`` for a literal ``%`` (psycopg2's convention), and run
+through ``execute`` or ``execute_many``, which adapt it to the open database.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import functools
 import itertools
 import re
 import select
+import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +29,7 @@ from typing import Any, ParamSpec, TypeVar
 from urllib.parse import unquote, urlparse
 
 import peewee
+import psycopg2
 import psycopg2.extensions
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
@@ -147,6 +153,65 @@ def execute_prepared(name: str, sql: str, params: Sequence[object]) -> Any:
 
 def is_postgres() -> bool:
     return isinstance(database.obj, peewee.PostgresqlDatabase)
+
+
+@functools.lru_cache(maxsize=256)
+def _sqlite_text(sql: str) -> str:
+    """``sql`` in SQLite's placeholders: ``%s`` becomes ``?``, ``%%`` a literal ``%``."""
+    return re.sub(r"%%|%s", lambda m: "%" if m[0] == "%%" else "?", sql)
+
+
+def _driver_text(sql: str, db: peewee.Database) -> str:
+    """The one place a statement's placeholders are adapted: psycopg2 takes ``%s`` as
+    written, SQLite wants ``?``."""
+    return sql if isinstance(db, peewee.PostgresqlDatabase) else _sqlite_text(sql)
+
+
+def execute(
+    sql: str,
+    params: Sequence[object] = (),
+    *,
+    prepare_as: str | None = None,
+    db: peewee.Database | None = None,
+) -> Any:
+    """Runs one statement (``%s`` placeholders) on ``db``, by default the open database,
+    and returns the cursor.
+
+    ``prepare_as`` names the prepared statement a hot statement runs as on PostgreSQL
+    (``execute_prepared``, on the open database); SQLite runs it as a plain statement.
+    """
+    engine = database.obj if db is None else db
+    if prepare_as is not None and isinstance(engine, peewee.PostgresqlDatabase):
+        return execute_prepared(prepare_as, sql, params)
+    return engine.execute_sql(_driver_text(sql, engine), params)
+
+
+def execute_many(sql: str, rows: Iterable[Sequence[object]]) -> None:
+    """Runs one statement (``%s`` placeholders) once per row of ``rows``, in one driver
+    call on the open database (SQLite's bulk path: one prepared ``executemany``).
+
+    A violated constraint raises ``peewee.IntegrityError`` (the driver's error as its
+    ``orig``), as every other statement does.
+    """
+    _call.only_reads = False  # the driver call bypasses execute_sql, which would note it
+    try:
+        database.cursor().executemany(_driver_text(sql, database.obj), rows)
+    except (sqlite3.IntegrityError, psycopg2.IntegrityError) as error:
+        raise peewee.IntegrityError(error, *error.args) from error
+
+
+def named_rows(cursor: Any) -> list[dict[str, Any]]:
+    """The rest of ``cursor``'s rows, each a mapping from column name (or alias) to value."""
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
+
+
+def notify_at_commit(channel: str, payload: str) -> None:
+    """Sends ``payload`` on ``channel`` to every LISTENing server process (``listener.py``)
+    when the caller's transaction commits, never for one rolled back. PostgreSQL only:
+    with SQLite there is one database file, which the other processes poll instead."""
+    if is_postgres():
+        execute("SELECT pg_notify(%s, %s)", (channel, payload))
 
 
 def start_executor(pool_size: int) -> None:

@@ -14,7 +14,7 @@ Rules:
 - A lost connection is replaced: quickly at first, backing off while the database stays
   unreachable, quickly again after a connection that was healthy for a while. Keepalives
   notice a silently dead peer; the connect timeout bounds each attempt.
-- ``on_listening_changed`` hears every change of state (the server's health follows it).
+- Watchers (``watch_state``) hear every change of state (the server's health follows it).
 """
 
 from __future__ import annotations
@@ -55,12 +55,10 @@ class ChannelHandler(Protocol):
 
 
 class NotificationListener:
-    def __init__(
-        self, dsn: str, on_listening_changed: Callable[[bool], None] | None = None
-    ) -> None:
+    def __init__(self, dsn: str) -> None:
         self._dsn = dsn
         self._handlers: dict[str, ChannelHandler] = {}
-        self._on_listening_changed = on_listening_changed
+        self._state_watchers: list[Callable[[bool], None]] = []
         self._task: asyncio.Task[None] | None = None
         self._connected_at: float | None = None
         self.listening = asyncio.Event()
@@ -71,6 +69,11 @@ class NotificationListener:
         if not channel.isidentifier():
             raise ValueError(f"not a channel name: {channel!r}")
         self._handlers[channel] = handler
+
+    def watch_state(self, watcher: Callable[[bool], None]) -> None:
+        """``watcher(listening)`` is called on the event loop whenever the connection
+        starts or stops listening."""
+        self._state_watchers.append(watcher)
 
     async def start(self) -> None:
         """Returns once the first connection LISTENs and every handler caught up."""
@@ -115,8 +118,8 @@ class NotificationListener:
         else:
             self._connected_at = None
             self.listening.clear()
-        if self._on_listening_changed is not None:
-            self._on_listening_changed(listening)
+        for watcher in self._state_watchers:
+            watcher(listening)
 
     async def _listen(self, reconnect: bool) -> None:
         loop = asyncio.get_running_loop()

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import peewee
 
-from devicehub.config import REPO_ROOT
+from devicehub.resources import MIGRATIONS_DIR
+from devicehub.storage.db import execute
 from devicehub.storage.models import utcnow
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = REPO_ROOT / "migrations"
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.py$")
 _ADVISORY_LOCK_KEY = 0x6465766963  # "devic"
 
@@ -75,18 +75,16 @@ def apply_migrations(db: peewee.Database, directory: Path = MIGRATIONS_DIR) -> l
             with db.atomic():
                 if _dialect(db) == "postgresql":
                     db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
-                done = db.execute_sql(
-                    "SELECT 1 FROM schema_migration WHERE name = %s".replace("%s", db.param),
-                    (name,),
+                done = execute(
+                    "SELECT 1 FROM schema_migration WHERE name = %s", (name,), db=db
                 ).fetchone()
                 if done:
                     continue
                 _load(path).upgrade(db)
-                db.execute_sql(
-                    "INSERT INTO schema_migration (name, applied_at) VALUES (%s, %s)".replace(
-                        "%s", db.param
-                    ),
+                execute(
+                    "INSERT INTO schema_migration (name, applied_at) VALUES (%s, %s)",
                     (name, utcnow()),
+                    db=db,
                 )
             log.info("applied migration %s", name)
             applied_now.append(name)

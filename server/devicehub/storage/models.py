@@ -181,8 +181,8 @@ class Message(BaseModel):
 
 
 class DeviceCredential(BaseModel):
-    """That a device secret was issued, and which generation (voice.py derives the secret
-    itself from the server key; only its SHA-256 is stored)."""
+    """That a device secret was issued, and which generation (rtc_grants.py derives the
+    secret itself from the server key; only its SHA-256 is stored)."""
 
     device = peewee.ForeignKeyField(
         Device, primary_key=True, backref="credential", on_delete="CASCADE"

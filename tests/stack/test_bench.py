@@ -1,0 +1,79 @@
+"""Smoke run of the benchmark on a tiny data set: it keeps working. No timing checks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from stack_settings import REPO_ROOT
+
+PHASE = {
+    "home_grpc",
+    "home_rest",
+    "devlog_grpc",
+    "devlog_raw_insert",
+    "movement_grpc",
+    "movement_rest",
+    "movement_raw_copy",
+}
+MEASUREMENTS = {
+    "stack_limit_grpc",
+    "stack_limit_rest",
+    *PHASE,
+    "stack_limit_grpc_1_worker",
+    "stack_limit_rest_1_worker",
+    "home_grpc_1_worker",
+    "home_rest_1_worker",
+    "stack_limit_rest_20_sse",
+    "home_rest_20_sse",
+    "fanout_10",
+    *(f"{name}_2x" for name in PHASE),
+}
+
+
+def test_benchmark_runs_every_measurement(tmp_path: Path):
+    output = tmp_path / "bench.json"
+    arguments = {
+        "--scale": "0.0005",
+        "--duration": "1",
+        "--processes": "1",
+        "--concurrency": "2",
+        "--workers": "2",
+        "--fanout-streams": "10",
+        "--edge-streams": "20",
+        "--fanout-streams-per-account": "2",
+        "--fanout-rounds": "2",
+        "--growth": "2",
+        "--json": str(output),
+        "--profile": str(tmp_path / "profile"),
+    }
+    subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "run.py")]
+        + [part for pair in arguments.items() for part in pair],
+        check=True,
+        capture_output=True,
+        timeout=900,
+    )
+    report = json.loads(output.read_text())
+    assert set(report["results"]) == MEASUREMENTS
+    for name, figures in report["results"].items():
+        assert figures["errors"] == 0, name
+        assert figures["per_second"] > 0, name
+    fan_out = report["results"]["fanout_10"]
+    assert fan_out["lost"] == 0 and fan_out["deliveries"] == fan_out["expected_deliveries"] > 0
+    assert fan_out["server_rss_mb"] > 0
+    checked = {(c["figure"], c["measure"].split(" ")[0]) for c in report["checks"]}
+    ratios = {(name, "throughput") for name in ("home_grpc", "devlog_grpc", "movement_rest")}
+    assert ratios <= checked
+    assert ("home_grpc", "speed-up") in checked and ("devlog_grpc", "cost") in checked
+    assert ("fanout_10", "p99") in checked
+    # Every SSE stream was held through Envoy during the unary calls beside them.
+    held = {c["measure"]: c for c in report["checks"] if c["figure"] == "sse_20"}
+    assert held["streams held through Envoy"]["value"] == 20
+    assert held["held streams that ended early"]["value"] == 0
+    # py-spy profiled the server during each measurement, PostgreSQL timed its statements.
+    home_profile = (tmp_path / "profile" / "home_grpc.top.txt").read_text()
+    assert "ListChildDevices" in home_profile
+    assert "home_screen" in home_profile.split("plan ms  exec ms")[1]
