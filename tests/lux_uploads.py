@@ -3,6 +3,7 @@ module send or expect."""
 
 from __future__ import annotations
 
+DEVLOG_SAVED = {"statusCode": 200, "message": "Devlog saved successfully"}
 MOVEMENT_SAVED = {"statusCode": 200, "message": "Movement log saved successfully"}
 
 

@@ -8,11 +8,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devicehub import resources
+
 
 def default_data_dir(env: Mapping[str, str]) -> Path:
-    """Where data lives without ``DEVICEHUB_DATA_DIR``: the user's XDG data directory
-    (``$XDG_DATA_HOME/devicehub``, else ``~/.local/share/devicehub``), never the package's
-    own directory, which may be a read-only site-packages shared by every user."""
+    """Where data lives without ``DEVICEHUB_DATA_DIR``.
+
+    Run from a checkout (the editable install of ``scripts/bootstrap.sh``): its ``var/``, as
+    it always was, so the database of an existing checkout stays where it is. Installed:
+    the user's XDG data directory (``$XDG_DATA_HOME/devicehub``, else
+    ``~/.local/share/devicehub``), never the package's own directory, which may be a
+    read-only site-packages shared by every user.
+    """
+    if resources.CHECKOUT_DATA_DIR is not None:
+        return resources.CHECKOUT_DATA_DIR
     xdg = env.get("XDG_DATA_HOME", "")
     # The XDG spec says a relative XDG_DATA_HOME is to be ignored.
     base = Path(xdg) if Path(xdg).is_absolute() else Path.home() / ".local" / "share"

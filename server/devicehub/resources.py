@@ -49,3 +49,6 @@ _DATA_ROOT = BUNDLED_DIR if BUNDLED_DIR.is_dir() else CHECKOUT_ROOT
 ENVOY_TEMPLATE = _DATA_ROOT / "envoy.yaml"
 LUA_FILTER = _DATA_ROOT / "gateway" / "rest_edge.lua"
 MIGRATIONS_DIR = _DATA_ROOT / "migrations"
+# A checkout keeps its data (SQLite file, secret, rendered Envoy config) in its own var/;
+# an installed package has none (config.default_data_dir then picks a per-user directory).
+CHECKOUT_DATA_DIR = None if BUNDLED_DIR.is_dir() else CHECKOUT_ROOT / "var"

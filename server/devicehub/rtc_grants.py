@@ -51,7 +51,7 @@ from devicehub.errors import (
     Unauthenticated,
     Unavailable,
 )
-from devicehub.integrations import volcano_token as rtc
+from devicehub.integrations import volcano_token
 from devicehub.security import Caller
 from devicehub.storage.db import database
 from devicehub.storage.models import (
@@ -244,7 +244,7 @@ class RtcIssuer:
         if not MIN_TTL <= ttl <= MAX_TTL:
             raise InvalidArgument(f"expire_time must be {MIN_TTL} to {MAX_TTL} seconds")
         room_id = f"{account_id:08d}"
-        token, _ = rtc.new_token(self.app_id, self.app_key, room_id, user_id, ttl)
+        token, _ = volcano_token.new_token(self.app_id, self.app_key, room_id, user_id, ttl)
         return RtcGrant(
             token=token,
             room_id=room_id,

@@ -14,11 +14,11 @@ from devicehub.v1 import devlog_pb2 as pb
 from devicehub.v1 import devlog_pb2_grpc
 
 from api_client import connect, create_child, metadata, new_device, query_database
+from lux_uploads import DEVLOG_SAVED as SAVED
 from lux_uploads import legacy_entry
 
 DEVLOG = "/api/v1/lux/device/devlog"
 TEMP_SAVED = {"statusCode": 200, "message": "Temp devlog saved successfully"}
-SAVED = {"statusCode": 200, "message": "Devlog saved successfully"}
 MISSING_ID = 2**31 - 1
 
 

@@ -23,13 +23,12 @@ from devicehub.testing.stack import DEVICEHUB, Stack, envoy_admin, start_stack
 from devicehub.v1 import movement_pb2, movement_pb2_grpc
 
 from api_client import metadata
-from lux_uploads import MOVEMENT_SAVED, legacy_entry
+from lux_uploads import DEVLOG_SAVED, MOVEMENT_SAVED, legacy_entry
 from stack_settings import ADMIN_PASSWORD, backend_database, stack_env
 
 MOVEMENT = "/api/v1/lux/device/movement"
 DEVLOG = "/api/v1/lux/device/devlog"
 STREAM = "/api/device/messages/stream/"
-DEVLOG_SAVED = {"statusCode": 200, "message": "Devlog saved successfully"}
 TOO_LARGE = {"detail": "Request body too large"}
 TOO_LARGE_DEVICE = {
     "status": "error",

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import grpc
 import pytest
 
-from devicehub.integrations import volcano_token as rtc
+from devicehub.integrations import volcano_token
 from devicehub.testing.stack import DEVICEHUB, free_port, stop_process
 from devicehub.v1 import rtc_pb2, rtc_pb2_grpc
 
@@ -72,9 +72,9 @@ def error(response) -> tuple[int, str]:
     return response.status_code, body["code"]
 
 
-def verified(data: dict, ttl: int = 86_400) -> rtc.AccessToken:
+def verified(data: dict, ttl: int = 86_400) -> volcano_token.AccessToken:
     """The token's fields, after checking its signature, ids and lifetime."""
-    fields = rtc.verify_token(data["token"], RTC_APP_KEY)
+    fields = volcano_token.verify_token(data["token"], RTC_APP_KEY)
     assert (fields.app_id, fields.room_id, fields.user_id) == (
         RTC_APP_ID,
         data["room_id"],
@@ -261,7 +261,7 @@ def test_get_by_mac_over_grpc_without_metadata(stack):
         f"device-{device['id']}",
         86400,
     )
-    rtc.verify_token(response.data.token, RTC_APP_KEY)
+    volcano_token.verify_token(response.data.token, RTC_APP_KEY)
 
 
 def test_get_by_mac_unknown_mac_is_404(stack):

@@ -18,6 +18,8 @@ REST_ARRAY_HEADER = "devicehub-rest-array"
 # Replaces the REST body with this literal JSON, where a document fixes a body that no
 # message prints as (the Lux alimtalk endpoint answers `null`).
 REST_BODY_HEADER = "devicehub-rest-body"
+# The Lux alimtalk endpoint's documented response header: `sent` or `suppressed`.
+ALIMTALK_OUTCOME_HEADER = "x-alimtalk-outcome"
 # Set by the edge on every REST request it transcodes.
 REST_CALL_HEADER = "devicehub-rest-call"
 # A failed call's trailers: the edge builds the documented error body from the reason

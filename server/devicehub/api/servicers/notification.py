@@ -6,7 +6,7 @@ import datetime as dt
 
 from devicehub import notifications
 from devicehub.api.interceptors import current_caller
-from devicehub.api.rest_edge import send_rest_body
+from devicehub.api.rest_edge import ALIMTALK_OUTCOME_HEADER, send_rest_body
 from devicehub.integrations.alimtalk import AlimtalkClient
 from devicehub.v1 import notification_pb2 as pb
 from devicehub.v1 import notification_pb2_grpc
@@ -27,7 +27,7 @@ class NotificationServicer(notification_pb2_grpc.NotificationServiceServicer):
             current_caller(), self._client, self._window
         )
         # REST clients get the documented `null` body; the header tells them more.
-        await send_rest_body(context, "null", ("x-alimtalk-outcome", result.outcome))
+        await send_rest_body(context, "null", (ALIMTALK_OUTCOME_HEADER, result.outcome))
         return pb.SendImpedanceAlertResponse(
             outcome=_OUTCOMES[result.outcome],
             provider_request_id=result.provider_request_id,
