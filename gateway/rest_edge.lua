@@ -16,6 +16,8 @@
 --     so both documented shapes reach DevlogService.UploadDevlogs;
 --   * every error message is valid UTF-8 (invalid bytes become U+FFFD) and at most
 --     MAX_MESSAGE_BYTES long, whatever the request echoed into it;
+--   * a 5xx body also names the request id Envoy gave the request ("request_id"), for a
+--     user to quote; it is the id of the access log and of the server's log lines;
 --   * limits answer in the documented shape: a body over the transcoder's limit (or over
 --     the gRPC server's receive limit once transcoded) 413 REQUEST_TOO_LARGE, a message
 --     stream beyond the stream cluster's circuit breaker 503 STREAM_LIMIT_REACHED (headers
@@ -28,6 +30,7 @@ local REST_ARRAY_HEADER = "devicehub-rest-array"
 local REST_BODY_HEADER = "devicehub-rest-body"
 local ERROR_REASON_TRAILER = "devicehub-error-reason"
 local HTTP_STATUS_TRAILER = "devicehub-http-status"
+local REQUEST_ID_HEADER = "x-request-id"
 
 local REST = "devicehub.rest"
 local LEGACY_ARRAY_PATHS = { ["/api/v1/lux/device/devlog"] = "log_arrays" }
@@ -140,12 +143,17 @@ local function json_string(text)
   end) .. '"'
 end
 
-local function error_body(style, message, reason)
+-- request_id: only for a 5xx (nil otherwise), as one more key after the documented ones.
+local function error_body(style, message, reason, request_id)
+  local extra = ""
+  if request_id ~= nil then
+    extra = ',"request_id":' .. json_string(safe_message(request_id))
+  end
   if style == "status" then
     return '{"status":"error","message":' .. json_string(message) ..
-           ',"code":' .. json_string(reason) .. '}'
+           ',"code":' .. json_string(reason) .. extra .. '}'
   end
-  return '{"detail":' .. json_string(message) .. '}'
+  return '{"detail":' .. json_string(message) .. extra .. '}'
 end
 
 function envoy_on_request(request_handle)
@@ -174,6 +182,10 @@ function envoy_on_request(request_handle)
   local meta = request_handle:streamInfo():dynamicMetadata()
   meta:set(REST, "style", style)
   meta:set(REST, "method", method)
+  local request_id = headers:get(REQUEST_ID_HEADER)
+  if request_id ~= nil then
+    meta:set(REST, "request_id", request_id)
+  end
 
   local bare_path = path:gsub("%?.*$", ""):gsub("/$", "")
   -- The SSE stream and the WebSocket channel (the stream and WebSocket clusters' limits).
@@ -239,12 +251,14 @@ function envoy_on_response(response_handle)
     else
       message = DEFAULT_MESSAGES[http_status] or "Request failed"
     end
-    body:setBytes(error_body(rest["style"], safe_message(message), reason))
+    local request_id = nil
+    if http_status >= 500 then request_id = rest["request_id"] end
+    body:setBytes(error_body(rest["style"], safe_message(message), reason, request_id))
     headers = response_handle:headers()
     headers:replace(":status", tostring(http_status))
     headers:replace("content-type", "application/json")
     for _, name in ipairs({"grpc-status", "grpc-message", "grpc-status-details-bin",
-                           ERROR_REASON_TRAILER, HTTP_STATUS_TRAILER,
+                           ERROR_REASON_TRAILER, HTTP_STATUS_TRAILER, REQUEST_ID_HEADER,
                            REST_ARRAY_HEADER, REST_BODY_HEADER}) do
       headers:remove(name)
     end

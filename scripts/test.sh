@@ -12,6 +12,14 @@ if ! command -v wrk >/dev/null; then
   (apt-get install -y -q wrk || (apt-get update -q && apt-get install -y -q wrk)) >/dev/null
 fi
 
+# systemd-analyze verifies the units in deploy/systemd (tests/unit/test_systemd_unit.py),
+# which then fails rather than skips without it.
+if ! command -v systemd-analyze >/dev/null; then
+  echo "==> installing systemd (systemd-analyze checks the service units)"
+  (apt-get install -y -q systemd || (apt-get update -q && apt-get install -y -q systemd)) >/dev/null
+fi
+export DEVICEHUB_REQUIRE_SYSTEMD_ANALYZE=1
+
 echo "==> PostgreSQL server"
 .venv/bin/python -c 'from devicehub.testing.pgcluster import ensure_pg_installed; print(ensure_pg_installed())'
 

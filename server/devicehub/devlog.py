@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import peewee
 
-from devicehub import binding
+from devicehub import binding, metrics
 from devicehub.errors import Conflict, InvalidArgument, NotFound
 from devicehub.security import Caller
 from devicehub.storage import devlog_rows, row_locks
@@ -142,6 +142,7 @@ def upload_devlogs(caller: Caller, entries: list[DevlogEntry]) -> str:
                 raise NotFound(binding.NOT_FOUND_DEVICE, reasons.ERROR_REASON_DEVICE_NOT_FOUND)
         row_locks.lock_children(child_ids)
         plan = _store_all(entries, dates)
+    metrics.DEVLOG_RECORDS.inc(len(entries))  # committed
     return plan.message
 
 

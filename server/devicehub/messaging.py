@@ -22,7 +22,7 @@ from typing import Any
 import peewee
 from peewee import fn
 
-from devicehub import binding, validation
+from devicehub import binding, metrics, validation
 from devicehub.broker import CHANNEL, CLOSED, RESYNC, REVOKED, MessageBroker, notify_payload
 from devicehub.errors import (
     Conflict,
@@ -145,6 +145,7 @@ def _store(
             .count()
         )
         if pending >= policy.queue_limit:
+            metrics.MESSAGE_QUEUE_REFUSALS.inc()
             raise ResourceExhausted(
                 f"Message queue is full ({policy.queue_limit} pending messages)",
                 reasons.ERROR_REASON_QUEUE_FULL,
@@ -193,7 +194,9 @@ async def send_message(
             "wind": report.wind,
         }
     # Subscribers get it from the broker (NOTIFY at commit, or the SQLite poll).
-    return await run_db(_store, caller, account_id, message_type, payload, policy)
+    message = await run_db(_store, caller, account_id, message_type, payload, policy)
+    metrics.MESSAGES.labels("queued").inc()  # committed
+    return message
 
 
 def _pending_after(account_id: int, after_id: int) -> list[dict[str, Any]]:
@@ -211,9 +214,14 @@ def _pending_after(account_id: int, after_id: int) -> list[dict[str, Any]]:
 
 
 def _mark_delivered(ids: list[int]) -> None:
-    Message.update(state="delivered", delivered_at=utcnow()).where(
-        Message.id.in_(ids) & (Message.state == "queued")
-    ).execute()
+    # Counts the messages this UPDATE moved (committed: no transaction is open); one emitted
+    # by several processes or streams moves once.
+    delivered = (
+        Message.update(state="delivered", delivered_at=utcnow())
+        .where(Message.id.in_(ids) & (Message.state == "queued"))
+        .execute()
+    )
+    metrics.MESSAGES.labels("delivered").inc(delivered)
 
 
 class DeliveryRecorder:
@@ -386,7 +394,7 @@ def ack_messages(caller: Caller, ids: list[int]) -> int:
     """Marks the caller's pending messages acknowledged; returns how many changed."""
     if not ids:
         raise InvalidArgument("ids must name at least one message")
-    return (
+    acked = (
         Message.update(state="acked", acked_at=utcnow())
         .where(
             (Message.account == caller.account_id)
@@ -395,12 +403,16 @@ def ack_messages(caller: Caller, ids: list[int]) -> int:
         )
         .execute()
     )
+    metrics.MESSAGES.labels("acked").inc(acked)
+    return acked
 
 
 def expire_messages() -> int:
     """Marks pending messages past their expiry as expired; returns how many."""
-    return (
+    expired = (
         Message.update(state="expired")
         .where(Message.state.in_(PENDING_STATES) & (Message.expires_at <= utcnow()))
         .execute()
     )
+    metrics.MESSAGES.labels("expired").inc(expired)
+    return expired

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from devicehub import binding
+from devicehub import binding, metrics
 from devicehub.errors import InvalidArgument
 from devicehub.pagination import decode_cursor, split_page
 from devicehub.security import Caller
@@ -47,6 +47,7 @@ def upload_movement(
         binding.own_child(caller, child_id, missing_is_404=True)
         binding.bound_to_child(device_id, child_id)
         movement_rows.insert_samples(device_id, child_id, samples)
+    metrics.MOVEMENT_SAMPLES.inc(len(samples))  # committed
 
 
 def list_samples(

@@ -19,6 +19,7 @@ from devicehub.testing.stack import DEVICEHUB, free_port, stop_process
 from devicehub.v1 import device_pb2, device_pb2_grpc
 
 from api_client import metadata
+from documented_errors import without_request_id
 from stack_settings import REPO_ROOT, stack_env
 
 INTERNAL_HEADERS = (REST_ARRAY_HEADER, ERROR_REASON_TRAILER, HTTP_STATUS_TRAILER)
@@ -98,14 +99,16 @@ def test_unreachable_grpc_server_gives_documented_503(tmp_path):
                 assert time.monotonic() < deadline, "envoy did not start"
                 time.sleep(0.2)
         assert device.status_code == 503
-        assert device.json() == {
+        assert without_request_id(device.json()) == {
             "status": "error",
             "message": "Service temporarily unavailable. Please try again later.",
             "code": "SERVICE_UNAVAILABLE",
         }
         lux = requests.get(base + "/api/v1/accounts/me", timeout=5)
         assert lux.status_code == 503
-        assert lux.json() == {"detail": "Service temporarily unavailable. Please try again later."}
+        assert without_request_id(lux.json()) == {
+            "detail": "Service temporarily unavailable. Please try again later."
+        }
     finally:
         stop_process(process)
 

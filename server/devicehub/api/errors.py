@@ -16,7 +16,9 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from devicehub.api.rest_edge import ERROR_REASON_TRAILER, HTTP_STATUS_TRAILER
+from devicehub.api import call_context
+from devicehub.api.call_context import SERVER_ERROR_CODES
+from devicehub.api.rest_edge import ERROR_REASON_TRAILER, HTTP_STATUS_TRAILER, REQUEST_ID_HEADER
 from devicehub.errors import (
     AlreadyExists,
     Conflict,
@@ -99,9 +101,17 @@ async def abort_with(context: grpc.aio.ServicerContext, error: DomainError) -> N
     """Ends the RPC with ``error`` as a rich status (AIP-193)."""
     detail = any_pb2.Any()
     detail.Pack(error_details_pb2.ErrorInfo(reason=error.reason_name, domain=ERROR_DOMAIN))
+    details = [detail]
+    code = grpc_code(error)
+    # A failure of the service names the call's request id (trailer and RequestInfo), for
+    # the user to quote; the REST edge puts Envoy's id into the body instead.
+    request_id = call_context.current_request_id() if code in SERVER_ERROR_CODES else None
+    if request_id is not None:
+        details.append(any_pb2.Any())
+        details[-1].Pack(error_details_pb2.RequestInfo(request_id=request_id))
     message = _bounded_message(error.message)
     status = rpc_status.to_status(
-        status_pb2.Status(code=grpc_code(error).value[0], message=message, details=[detail])
+        status_pb2.Status(code=code.value[0], message=message, details=details)
     )
     # A throttled call says when to retry (REST: the Retry-After header).
     retry_after = getattr(error, "retry_after", None)
@@ -113,5 +123,6 @@ async def abort_with(context: grpc.aio.ServicerContext, error: DomainError) -> N
             (ERROR_REASON_TRAILER, error.reason_name),
             (HTTP_STATUS_TRAILER, str(http_status(error))),
             *((("retry-after", str(retry_after)),) if retry_after is not None else ()),
+            *(((REQUEST_ID_HEADER, request_id),) if request_id is not None else ()),
         ),
     )

@@ -13,12 +13,13 @@ import inspect
 import ipaddress
 import logging
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
 import peewee
 
+from devicehub.api import call_context
 from devicehub.api.errors import abort_with
 from devicehub.api.request_checks import check_request, checked_deserializer
 from devicehub.errors import INTERNAL_MESSAGE, DomainError, Internal, Unavailable
@@ -53,7 +54,7 @@ def current_caller() -> Caller:
     return caller
 
 
-def _wrap_handler(
+def wrap_handler(
     handler: grpc.RpcMethodHandler,
     around: Callable[[grpc.aio.ServicerContext, Callable[[], Awaitable[Any]]], Awaitable[Any]],
 ) -> grpc.RpcMethodHandler:
@@ -107,24 +108,61 @@ def _wrap_handler(
     )
 
 
+# Envoys on other hosts (DEVICEHUB_TRUSTED_PROXIES), set once per process by the
+# composition root: their x-forwarded-for names the client, as on the abstract sockets.
+_trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+
+def trust_proxies(networks: Iterable[str]) -> None:
+    """Trusts the ``x-forwarded-for`` of TCP peers in ``networks`` (this process)."""
+    global _trusted_proxies
+    _trusted_proxies = tuple(ipaddress.ip_network(network) for network in networks)
+
+
 def client_address(context: grpc.aio.ServicerContext) -> str:
-    """The address of the client a call comes from, for throttling.
+    """The address of the client a call comes from, for throttling (see ``address_of``)."""
+    peer = urllib.parse.unquote(context.peer() or "")
+    return address_of(
+        peer, lambda: dict(context.invocation_metadata() or ()).get("x-forwarded-for", "")
+    )
+
+
+def address_of(
+    peer: str,
+    forwarded: Callable[[], str],
+    trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None = None,
+) -> str:
+    """The client of a call from ``peer`` (gRPC's peer string) and its ``x-forwarded-for``.
 
     A call that arrived on a worker's abstract Unix socket came through Envoy (only Envoy
     connects there; its peer is ``unix:``): Envoy appends the real peer address to
     ``x-forwarded-for`` and trusts nothing a client sent before it, so the rightmost entry
-    is the client. A direct gRPC call's own TCP peer is the client; its x-forwarded-for is
+    is the client. So is a call over TCP from a trusted proxy (``trusted``, default
+    ``DEVICEHUB_TRUSTED_PROXIES``: an Envoy of ``devicehub gateway`` on another host).
+    Any other direct gRPC call's own TCP peer is the client; its x-forwarded-for is
     whatever the client wrote and is ignored.
     """
-    peer = urllib.parse.unquote(context.peer() or "")
     scheme, _, rest = peer.partition(":")
     if scheme == "unix":
-        forwarded = dict(context.invocation_metadata() or ()).get("x-forwarded-for", "")
-        return _ip(forwarded.rpartition(",")[2].strip()) or "unix"
+        return _ip(forwarded().rpartition(",")[2].strip()) or "unix"
     if scheme in ("ipv4", "ipv6"):
-        host = rest.rpartition(":")[0].strip("[]")
-        return _ip(host) or peer
+        host = _ip(rest.rpartition(":")[0].strip("[]"))
+        if not host:
+            return peer
+        networks = _trusted_proxies if trusted is None else trusted
+        if networks and _in_networks(host, networks):
+            return _ip(forwarded().rpartition(",")[2].strip()) or host
+        return host
     return peer or "unknown"
+
+
+def _in_networks(
+    host: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+) -> bool:
+    address = ipaddress.ip_address(host)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # a dual-stack listener's IPv4 peer
+    return any(address in network for network in networks)
 
 
 def _ip(text: str) -> str:
@@ -134,7 +172,7 @@ def _ip(text: str) -> str:
         return ""
 
 
-class _PerMethodInterceptor(grpc.aio.ServerInterceptor):
+class PerMethodInterceptor(grpc.aio.ServerInterceptor):
     """Wraps each method's handler once, on its first call, not on every call."""
 
     def __init__(self) -> None:
@@ -154,7 +192,7 @@ class _PerMethodInterceptor(grpc.aio.ServerInterceptor):
         raise NotImplementedError
 
 
-class ErrorInterceptor(_PerMethodInterceptor):
+class ErrorInterceptor(PerMethodInterceptor):
     """Maps exceptions to statuses in one place, so servicers never catch to report."""
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
@@ -172,10 +210,10 @@ class ErrorInterceptor(_PerMethodInterceptor):
                 log.exception("unexpected error in %s", method)
                 await abort_with(context, Internal(INTERNAL_MESSAGE))
 
-        return _wrap_handler(handler, guarded)
+        return wrap_handler(handler, guarded)
 
 
-class AuthInterceptor(_PerMethodInterceptor):
+class AuthInterceptor(PerMethodInterceptor):
     """Requires a valid access token on every method except the public ones: signed,
     unexpired, and of its account's current token version (not revoked)."""
 
@@ -192,16 +230,17 @@ class AuthInterceptor(_PerMethodInterceptor):
             authorization = dict(context.invocation_metadata() or ()).get("authorization")
             caller = self._signer.verify(token_from_authorization(authorization))
             await self._token_versions.check(caller)
+            call_context.note_account(caller.account_id)  # for the call's log line
             token = _caller.set(caller)
             try:
                 return await call()
             finally:
                 _caller.reset(token)
 
-        return _wrap_handler(handler, authenticated)
+        return wrap_handler(handler, authenticated)
 
 
-class InputInterceptor(_PerMethodInterceptor):
+class InputInterceptor(PerMethodInterceptor):
     """Applies the rules every request obeys (``request_checks.checked_deserializer``: no NUL
     in any text, valid UTF-8) before a servicer sees it, so no endpoint can forget them.
 

@@ -26,6 +26,9 @@ REST_CALL_HEADER = "devicehub-rest-call"
 # (``ErrorReason`` without its prefix) and answers with the REST status.
 ERROR_REASON_TRAILER = "devicehub-error-reason"
 HTTP_STATUS_TRAILER = "devicehub-http-status"
+# The request id (api/call_context.py): Envoy sets it on every request; the edge quotes it
+# in the body of a 5xx, and the server in a 5xx-class status's trailers.
+REQUEST_ID_HEADER = "x-request-id"
 
 
 def is_rest_call(context: grpc.aio.ServicerContext) -> bool:

@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from devicehub import messaging, validation
+from devicehub import messaging, metrics, validation
 from devicehub.api.errors import http_status
 from devicehub.broker import MessageBroker
 from devicehub.errors import DomainError, Unauthenticated
@@ -141,16 +141,24 @@ class MessageSocketServer:
             deliveries=self._deliveries,
             caller=caller,
         )
+        subscriptions = metrics.SUBSCRIPTIONS.labels("websocket")
+        subscriptions.inc()
         try:
             async for event in events:
                 if isinstance(event, messaging.HeartbeatEvent):
-                    continue  # the connection's own pings keep it alive
+                    # The connection's own pings keep it alive. A client that went away
+                    # (its reader ended) is noticed here, within a heartbeat, rather than
+                    # holding the subscription until a message for it fails to send.
+                    if reader.done():
+                        break
+                    continue
                 await connection.send(frame(event))
         except ConnectionClosed:
             pass
         except Unauthenticated as error:  # the account was deleted or its tokens revoked
             await connection.close(CloseCode.POLICY_VIOLATION, error.message)
         finally:
+            subscriptions.dec()
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader

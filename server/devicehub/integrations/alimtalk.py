@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from devicehub import metrics
 from devicehub.integrations.http_client import SharedHttpClient
 
 
@@ -52,6 +53,16 @@ class AlimtalkClient:
         await self._http.close()
 
     async def send(self, recipient: str, parameters: dict[str, str]) -> SendResult:
+        try:
+            result = await self._send(recipient, parameters)
+        except httpx.HTTPError as error:
+            metrics.provider_call("alimtalk", "unreachable")
+            return SendResult(False, "", f"provider unreachable: {error!r}")
+        # Rejected: the provider answered, but not that it accepted the message.
+        metrics.provider_call("alimtalk", "sent" if result.ok else "rejected")
+        return result
+
+    async def _send(self, recipient: str, parameters: dict[str, str]) -> SendResult:
         config = self.config
         url = f"{config.base_url.rstrip('/')}/alimtalk/v2.3/appkeys/{config.app_key}/messages"
         body = {
@@ -63,10 +74,7 @@ class AlimtalkClient:
             "X-Secret-Key": config.secret_key,
             "X-NC-API-IDEMPOTENCY-KEY": str(uuid.uuid4()),
         }
-        try:
-            response = await self._http.client().post(url, json=body, headers=headers)
-        except httpx.HTTPError as error:
-            return SendResult(False, "", f"provider unreachable: {error!r}")
+        response = await self._http.client().post(url, json=body, headers=headers)
         text = response.text[:4000]
         try:
             payload = response.json()

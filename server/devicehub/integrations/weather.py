@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from devicehub import metrics
 from devicehub.integrations.http_client import SharedHttpClient
 
 GEOCODING_PATH = "/v1/search"
@@ -193,9 +194,18 @@ class WeatherClient:
         name = city.strip() if isinstance(city, str) else ""
         if not name:
             raise ValueError("city must be a non-empty string")
-        latitude, longitude = await self._geocode(name)
-        current = await self._forecast(latitude, longitude)
-        return _to_weather(name, current)
+        try:
+            latitude, longitude = await self._geocode(name)
+            current = await self._forecast(latitude, longitude)
+            weather = _to_weather(name, current)
+        except CityNotFound:
+            metrics.provider_call("weather", "city_not_found")
+            raise
+        except WeatherUnavailable:
+            metrics.provider_call("weather", "unavailable")
+            raise
+        metrics.provider_call("weather", "ok")
+        return weather
 
     async def _geocode(self, name: str) -> tuple[float, float]:
         payload = await self._get_json(

@@ -15,8 +15,15 @@ from dataclasses import dataclass
 
 import grpc
 
-from devicehub import broker, messaging, revocations
-from devicehub.api.interceptors import AuthInterceptor, ErrorInterceptor, InputInterceptor
+from devicehub import broker, messaging, metrics, revocations
+from devicehub.api.call_log import CallLogInterceptor
+from devicehub.api.interceptors import (
+    AuthInterceptor,
+    ErrorInterceptor,
+    InputInterceptor,
+    trust_proxies,
+)
+from devicehub.api.metrics_interceptor import MetricsInterceptor
 from devicehub.api.servicers.account import AccountServicer
 from devicehub.api.servicers.auth import AuthServicer
 from devicehub.api.servicers.binding import BindingServicer
@@ -36,6 +43,7 @@ from devicehub.integrations.alimtalk import AlimtalkClient, AlimtalkConfig
 from devicehub.integrations.weather import WeatherClient, WeatherConfig
 from devicehub.logins import LoginPolicy, SignupPolicy
 from devicehub.rtc_grants import DevicePolicy, DeviceSecrets, RtcIssuer
+from devicehub.runtime.tracing import server_interceptors
 from devicehub.security import TokenSigner
 from devicehub.storage import db
 from devicehub.storage.listener import NotificationListener
@@ -78,6 +86,9 @@ class Application:
 def bootstrap(settings: Settings) -> Application:
     """Builds one server process's parts; the database is open already."""
     signing_key = settings.signing_key()
+    metrics.initialize()  # this process's build info and zeroed series
+    # Envoys on other hosts whose x-forwarded-for names the client (client_address).
+    trust_proxies(settings.trusted_proxies)
     signer = TokenSigner(signing_key, settings.access_token_ttl, settings.refresh_token_ttl)
     message_broker = MessageBroker(
         fetch=lambda message_id: db.run_db(messaging.fetch_message, message_id),
@@ -168,6 +179,12 @@ def bootstrap(settings: Settings) -> Application:
     )
     return Application(
         interceptors=(
+            # First, so a call's server span covers everything after it.
+            *server_interceptors(settings),
+            # Outside ErrorInterceptor: logs the final code; opens the request id's context.
+            CallLogInterceptor(),
+            # Outside ErrorInterceptor: counts and times each call with its final code.
+            MetricsInterceptor(),
             ErrorInterceptor(),
             AuthInterceptor(signer, token_versions),
             InputInterceptor(),

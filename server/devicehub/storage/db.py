@@ -23,7 +23,7 @@ import select
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import unquote, urlparse
@@ -31,7 +31,10 @@ from urllib.parse import unquote, urlparse
 import peewee
 import psycopg2
 import psycopg2.extensions
+from opentelemetry import trace
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
+
+from devicehub import metrics
 
 database = peewee.DatabaseProxy()
 
@@ -218,6 +221,7 @@ def start_executor(pool_size: int) -> None:
     """Starts the thread pool that runs database work; one thread per pooled connection."""
     global _executor
     _executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="db")
+    metrics.DB_POOL_CONNECTIONS.set(pool_size)
 
 
 def stop_executor() -> None:
@@ -226,6 +230,7 @@ def stop_executor() -> None:
     if _executor is not None:
         _executor.shutdown(wait=True)
         _executor = None
+        metrics.DB_POOL_CONNECTIONS.set(0)
     if database.obj is not None:
         database.close_all()
 
@@ -283,11 +288,84 @@ def _connection_broken() -> bool:
 
 
 async def run_db(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """Runs ``fn(*args, **kwargs)`` on the database thread pool with a pooled connection."""
+    """Runs ``fn(*args, **kwargs)`` on the database thread pool with a pooled connection.
+
+    The caller's context (contextvars) goes with it to the thread. With tracing on
+    (``trace_work``) and inside a traced call (a recording span is current), the work gets
+    a child span named after ``fn``; without tracing, or for background work outside any
+    call (the polls, the readiness probe), no span is made.
+    """
     loop = asyncio.get_running_loop()
     call = functools.partial(_in_connection, fn, *args, **kwargs)
+    if _trace_work and trace.get_current_span().is_recording():
+        call = functools.partial(_traced, _work_name(fn), call)
     context = contextvars.copy_context()
-    return await loop.run_in_executor(_executor, context.run, call)
+    if _executor is None:  # no server started the pool (commands, tests): loop threads
+        return await loop.run_in_executor(None, context.run, _measured, call, False)
+    # Waiting from here until a pool thread takes it (``_measured``), or until it is
+    # cancelled before one did (``_never_ran``): the gauge counts calls queued for the pool.
+    metrics.DB_CALLS_WAITING.inc()
+    try:
+        future = _executor.submit(context.run, _measured, call, True)
+    except BaseException:  # the pool is shut down
+        metrics.DB_CALLS_WAITING.dec()
+        raise
+    future.add_done_callback(_never_ran)
+    return await asyncio.wrap_future(future, loop=loop)
+
+
+# What ``run_db`` catches to count a failed call (a driver error not wrapped by peewee,
+# e.g. from ``execute_many``, counts too).
+_DATABASE_ERRORS = (peewee.DatabaseError, peewee.InterfaceError, psycopg2.Error, sqlite3.Error)
+
+
+def _measured(call: Callable[[], T], queued: bool) -> T:
+    """Runs ``call`` on a pool thread, counted as in use; a database error is counted."""
+    if queued:
+        metrics.DB_CALLS_WAITING.dec()
+    metrics.DB_CONNECTIONS_IN_USE.inc()
+    try:
+        return call()
+    except _DATABASE_ERRORS as error:
+        metrics.DB_ERRORS.labels(type(error).__name__).inc()
+        raise
+    finally:
+        metrics.DB_CONNECTIONS_IN_USE.dec()
+
+
+def _never_ran(future: Future[Any]) -> None:
+    # Only a call that never started can be cancelled: it left the queue here.
+    if future.cancelled():
+        metrics.DB_CALLS_WAITING.dec()
+
+
+_tracer = trace.get_tracer(__name__)
+# Off: run_db does not even look for a current span (half a microsecond per call).
+_trace_work = False
+
+
+def trace_work(enabled: bool) -> None:
+    """Whether database work inside traced calls gets spans (``runtime/tracing.py``)."""
+    global _trace_work
+    _trace_work = enabled
+
+
+def _traced(name: str, call: Callable[[], T]) -> T:
+    """Runs ``call`` (on a database thread) inside a client span ``name``."""
+    system = "postgresql" if is_postgres() else "sqlite"
+    with _tracer.start_as_current_span(
+        name, kind=trace.SpanKind.CLIENT, attributes={"db.system": system}
+    ):
+        return call()
+
+
+def _work_name(fn: Callable[..., Any]) -> str:
+    """``accounts.get_account``: the module (without the package) and name of ``fn``."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    module = getattr(fn, "__module__", None) or ""
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{module.removeprefix('devicehub.')}.{name}" if module else name
 
 
 def array_literal(values: Iterable[int | dt.datetime | None]) -> str:

@@ -28,6 +28,8 @@ from typing import Any, Protocol
 import psycopg2
 import psycopg2.extensions
 
+from devicehub import metrics
+
 log = logging.getLogger(__name__)
 
 RECONNECT_MIN_DELAY = 0.2
@@ -151,6 +153,8 @@ class NotificationListener:
             self._connected_at = loop.time()
             for handler in self._handlers.values():
                 await handler.connected(reconnect)
+            if reconnect:
+                metrics.LISTENER_RECONNECTS.inc()
             self._set_listening(True)
             await broken
         finally:

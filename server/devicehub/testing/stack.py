@@ -62,6 +62,7 @@ def serve_env(
         "DEVICEHUB_GRPC_PORT": str(free_port()),
         "DEVICEHUB_HTTP_PORT": str(free_port()),
         "DEVICEHUB_WS_PORT": str(free_port()),
+        "DEVICEHUB_METRICS_PORT": str(free_port()),
         "DEVICEHUB_LOG_LEVEL": "WARNING",
         **settings,
     }
@@ -158,9 +159,19 @@ def start_stack(
     return stack
 
 
-def wait_ready(stack: Stack, deadline: float) -> None:
-    """Waits until gRPC health says SERVING and the REST edge answers the ping."""
-    channel = grpc.insecure_channel(stack.grpc_target)
+def wait_ready(
+    stack: Stack,
+    deadline: float,
+    credentials: grpc.ChannelCredentials | None = None,
+    verify: bool | str = True,
+) -> None:
+    """Waits until gRPC health says SERVING and the REST edge answers the ping; over TLS
+    with ``credentials`` for the gRPC port and ``verify`` (a CA file) for the edge."""
+    channel = (
+        grpc.insecure_channel(stack.grpc_target)
+        if credentials is None
+        else grpc.secure_channel(stack.grpc_target, credentials)
+    )
     health = health_pb2_grpc.HealthStub(channel)
     try:
         while time.monotonic() < deadline:
@@ -169,7 +180,7 @@ def wait_ready(stack: Stack, deadline: float) -> None:
             try:
                 status = health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
                 serving = status == health_pb2.HealthCheckResponse.SERVING
-                if serving and requests.get(stack.url("/api/v1/ping"), timeout=1).ok:
+                if serving and requests.get(stack.url("/api/v1/ping"), verify=verify, timeout=1).ok:
                     return
             except (grpc.RpcError, requests.ConnectionError):
                 pass

@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from devicehub import messaging
+from devicehub import messaging, metrics
 from devicehub.api.converters import timestamp
 from devicehub.api.interceptors import current_caller
+from devicehub.api.rest_edge import is_rest_call
 from devicehub.broker import MessageBroker
 from devicehub.integrations.weather import WeatherClient
 from devicehub.storage.db import run_db
@@ -92,12 +93,15 @@ class MessagingServicer(messaging_pb2_grpc.MessagingServiceServicer):
             deliveries=self._deliveries,
             caller=current_caller(),
         )
-        async for event in events:
-            if isinstance(event, messaging.HeartbeatEvent):
-                beat = pb.Heartbeat(time=timestamp(event.time))
-                yield pb.SubscribeMessagesResponse(heartbeat=beat)
-            else:
-                yield pb.SubscribeMessagesResponse(message=device_message(event))
+        # Through the edge a subscription is a server-sent-event stream.
+        transport = "sse" if is_rest_call(context) else "grpc"
+        with metrics.SUBSCRIPTIONS.labels(transport).track_inprogress():
+            async for event in events:
+                if isinstance(event, messaging.HeartbeatEvent):
+                    beat = pb.Heartbeat(time=timestamp(event.time))
+                    yield pb.SubscribeMessagesResponse(heartbeat=beat)
+                else:
+                    yield pb.SubscribeMessagesResponse(message=device_message(event))
 
     async def AckMessages(self, request: pb.AckMessagesRequest, context):
         acked = await run_db(messaging.ack_messages, current_caller(), list(request.ids))
