@@ -21,9 +21,27 @@ RTC_APP_ID = "0123456789abcdef01234567"
 RTC_APP_KEY = "rtc-app-key-for-tests"
 
 
+# Every test reaches the session stack from one address (127.0.0.1): its address throttles
+# are far above what the suite sends (test_throttle.py runs the defaults).
+RAISED_THROTTLES = {
+    "DEVICEHUB_RTC_ADDRESS_MACS": "1000000",
+    "DEVICEHUB_RTC_ADDRESS_MISSES": "1000000",
+    "DEVICEHUB_LOGIN_FAILURES_PER_ADDRESS": "1000000",
+    "DEVICEHUB_LOGIN_FAILURES_PER_USERNAME": "1000000",
+    "DEVICEHUB_REGISTRATIONS_PER_ADDRESS": "1000000",
+}
+
+
 def stack_env(
-    tmp: Path, database_url: str, alimtalk_url: str = "", weather_url: str = ""
+    tmp: Path,
+    database_url: str,
+    alimtalk_url: str = "",
+    weather_url: str = "",
+    *,
+    default_throttles: bool = False,
 ) -> dict[str, str]:
+    """The environment of a test stack; ``default_throttles``: the per-address throttles
+    as shipped, not raised."""
     return serve_env(
         tmp,
         database_url,
@@ -39,13 +57,7 @@ def stack_env(
         DEVICEHUB_WEATHER_TIMEOUT="2",
         DEVICEHUB_RTC_APP_ID=RTC_APP_ID,
         DEVICEHUB_RTC_APP_KEY=RTC_APP_KEY,
-        # Every test reaches the session stack from one address (127.0.0.1): its address
-        # throttles are far above what the suite sends (test_throttle.py runs the defaults).
-        DEVICEHUB_RTC_ADDRESS_MACS="1000000",
-        DEVICEHUB_RTC_ADDRESS_MISSES="1000000",
-        DEVICEHUB_LOGIN_FAILURES_PER_ADDRESS="1000000",
-        DEVICEHUB_LOGIN_FAILURES_PER_USERNAME="1000000",
-        DEVICEHUB_REGISTRATIONS_PER_ADDRESS="1000000",
+        **({} if default_throttles else RAISED_THROTTLES),
         # Every stack runs worker processes, like a production server on a 2-core machine.
         DEVICEHUB_WORKERS="2",
     )

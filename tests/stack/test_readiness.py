@@ -85,12 +85,10 @@ def _ping_account(stack: Stack) -> int:
 
 def test_health_is_not_serving_while_the_database_is_down(pg_stack, cluster):
     _wait_for_every_worker(pg_stack, SERVING)
-    pg_ctl = [cluster.bindir / "pg_ctl", "-w", "-t", "60", "-D", cluster.datadir]
-    cluster._check("pg_ctl stop", *pg_ctl, "-m", "fast", "stop")
+    cluster.stop_server()
     try:
         _wait_for_every_worker(pg_stack, NOT_SERVING)
     finally:
-        # With the server stopped, pg_ctl restart starts it with its previous options.
         cluster.restart()
     _wait_for_every_worker(pg_stack, SERVING)
     assert _ping_account(pg_stack) == 200

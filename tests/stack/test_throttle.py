@@ -60,15 +60,13 @@ def guarded(request, tmp_path_factory, alimtalk_provider, weather_provider) -> I
     backend = request.param
     tmp = tmp_path_factory.mktemp(f"guarded-{backend}")
     database_url = backend_database(request, backend, tmp)
-    env = stack_env(tmp, database_url, alimtalk_provider.base_url, weather_provider.base_url)
-    for name in (
-        "DEVICEHUB_RTC_ADDRESS_MACS",
-        "DEVICEHUB_RTC_ADDRESS_MISSES",
-        "DEVICEHUB_LOGIN_FAILURES_PER_ADDRESS",
-        "DEVICEHUB_LOGIN_FAILURES_PER_USERNAME",
-        "DEVICEHUB_REGISTRATIONS_PER_ADDRESS",
-    ):
-        env.pop(name, None)
+    env = stack_env(
+        tmp,
+        database_url,
+        alimtalk_provider.base_url,
+        weather_provider.base_url,
+        default_throttles=True,
+    )
     env["DEVICEHUB_LOG_LEVEL"] = "INFO"
     started = start_stack(backend, env, tmp / "serve.log", ADMIN_PASSWORD)
     yield started

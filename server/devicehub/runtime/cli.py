@@ -53,8 +53,9 @@ def cmd_create_admin(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _warn_about_generated_key(settings: Settings) -> None:
-    """Said once per start, by ``serve`` itself (its workers read the key it made)."""
+def _prepare_signing_key(settings: Settings) -> None:
+    """Creates a generated key before any worker starts (every worker reads that one) and
+    says so once per start, by ``serve`` itself."""
     if settings.secret_key:
         return
     settings.signing_key()
@@ -84,10 +85,9 @@ async def _serve(settings: Settings, with_gateway: bool, with_grpc: bool = True)
     try:
         if with_grpc:
             apply_migrations(_open(settings))
-            _warn_about_generated_key(settings)
+            _prepare_signing_key(settings)
             if settings.workers > 1:
                 settings = reserve_grpc_port(settings)
-                settings.signing_key()  # created once here, read by every worker
                 metrics_endpoint.prepare_workers(settings)
                 pool = WorkerPool(settings, policy)
                 await pool.start()

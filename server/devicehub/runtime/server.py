@@ -265,10 +265,6 @@ class DevicehubServer:
                 log.warning("database unreachable (%s); health is NOT_SERVING", reason)
             self._follow_readiness()
 
-    async def _set_health(self, status: int) -> None:
-        for name in ("", *SERVICE_NAMES):
-            await self._health.set(name, status)
-
     async def start(self) -> None:
         start_tracing(self.settings)
         db.start_executor(self.settings.db_pool_size)
@@ -283,7 +279,7 @@ class DevicehubServer:
             self._sweeper = asyncio.create_task(self._expire_messages(), name="message-expiry")
         await self._server.start()
         await app.websocket.start(self.settings.grpc_host, self.settings.ws_port)
-        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        await self._publish_readiness()
         self._started = True
         self._prober = asyncio.create_task(self._probe_database(), name="readiness-probe")
         log.info("gRPC server listening on %s:%d", self.settings.grpc_host, self.port)

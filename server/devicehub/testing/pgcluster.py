@@ -197,6 +197,12 @@ class ThrowawayCluster:
         pg_ctl = [self.bindir / "pg_ctl", "-w", "-t", "60", "-D", self.datadir]
         self._check("pg_ctl restart", *pg_ctl, "-l", self.logfile, "-m", mode, "restart")
 
+    def stop_server(self, mode: str = "fast") -> None:
+        """Stops the server and keeps its data, for fault tests (the database is down until
+        ``restart()``, which starts a stopped server with its previous options)."""
+        pg_ctl = [self.bindir / "pg_ctl", "-w", "-t", "60", "-D", self.datadir]
+        self._check("pg_ctl stop", *pg_ctl, "-m", mode, "stop")
+
     def stop(self) -> None:
         """Stop the server and delete the temp dir. Idempotent; also registered with atexit."""
         if not self._running:
