@@ -12,6 +12,7 @@
 --     responses: one marked with devicehub-rest-array becomes a bare JSON array;
 --   * a response marked with devicehub-rest-body gets that literal JSON as its body;
 --   * a successful DELETE becomes 204 with an empty body;
+--   * a download the server answers with a Content-Range (a Range request) becomes 206;
 --   * the earlier devlog body, a bare JSON array, is wrapped as {"log_arrays": [...]}
 --     so both documented shapes reach DevlogService.UploadDevlogs;
 --   * every error message is valid UTF-8 (invalid bytes become U+FFFD) and at most
@@ -31,6 +32,7 @@ local REST_BODY_HEADER = "devicehub-rest-body"
 local ERROR_REASON_TRAILER = "devicehub-error-reason"
 local HTTP_STATUS_TRAILER = "devicehub-http-status"
 local REQUEST_ID_HEADER = "x-request-id"
+local CONTENT_RANGE_HEADER = "content-range"
 
 local REST = "devicehub.rest"
 local LEGACY_ARRAY_PATHS = { ["/api/v1/lux/device/devlog"] = "log_arrays" }
@@ -262,6 +264,11 @@ function envoy_on_response(response_handle)
                            REST_ARRAY_HEADER, REST_BODY_HEADER}) do
       headers:remove(name)
     end
+    return
+  end
+
+  if headers:get(CONTENT_RANGE_HEADER) ~= nil then
+    headers:replace(":status", "206")
     return
   end
 

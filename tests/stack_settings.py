@@ -32,6 +32,10 @@ RAISED_THROTTLES = {
 }
 
 
+FIRMWARE_MAX_BYTES = 6 * 1024 * 1024
+"""The test stacks' DEVICEHUB_FIRMWARE_MAX_BYTES: above the edge's 4 MiB JSON body limit."""
+
+
 def stack_env(
     tmp: Path,
     database_url: str,
@@ -58,6 +62,11 @@ def stack_env(
         DEVICEHUB_RTC_APP_ID=RTC_APP_ID,
         DEVICEHUB_RTC_APP_KEY=RTC_APP_KEY,
         **({} if default_throttles else RAISED_THROTTLES),
+        # Firmware: a small package limit (the 413 tests send just over it), and a
+        # scheduler quick enough for rollout tests (the pacing test sets its own pace).
+        DEVICEHUB_FIRMWARE_MAX_BYTES=str(FIRMWARE_MAX_BYTES),
+        DEVICEHUB_FIRMWARE_TICK="0.2",
+        DEVICEHUB_FIRMWARE_NOTIFY_PER_MINUTE="60000",
         # Every stack runs worker processes, like a production server on a 2-core machine.
         DEVICEHUB_WORKERS="2",
     )

@@ -29,6 +29,10 @@ def default_data_dir(env: Mapping[str, str]) -> Path:
     return base / "devicehub"
 
 
+FIRMWARE_MAX_BYTES_CEILING = 2**31 - 1
+"""Firmware sizes are int32 in the API: no setting may allow more."""
+
+
 def _int(env: dict[str, str], name: str, default: int) -> int:
     raw = env.get(name, "").strip()
     if not raw:
@@ -263,6 +267,12 @@ class Settings:
     message_ttl: int = 3600
     message_queue_limit: int = 100
     stream_heartbeat: float = 15.0
+    # Firmware packages: the largest binary accepted (below 2 GiB: sizes are int32 in the
+    # API); firmware messages sent per minute across all hosts; how often the rollout
+    # scheduler looks for groups to start and devices to notify (seconds).
+    firmware_max_bytes: int = 64 * 1024 * 1024
+    firmware_notify_per_minute: int = 1000
+    firmware_tick: float = 1.0
     weather_geocoding_url: str = "https://geocoding-api.open-meteo.com"
     weather_forecast_url: str = "https://api.open-meteo.com"
     weather_timeout: float = 5.0
@@ -361,6 +371,19 @@ class Settings:
                 env, "DEVICEHUB_MESSAGE_QUEUE_LIMIT", defaults.message_queue_limit
             ),
             stream_heartbeat=_float(env, "DEVICEHUB_STREAM_HEARTBEAT", defaults.stream_heartbeat),
+            firmware_max_bytes=min(
+                FIRMWARE_MAX_BYTES_CEILING,
+                max(1, _int(env, "DEVICEHUB_FIRMWARE_MAX_BYTES", defaults.firmware_max_bytes)),
+            ),
+            firmware_notify_per_minute=max(
+                1,
+                _int(
+                    env,
+                    "DEVICEHUB_FIRMWARE_NOTIFY_PER_MINUTE",
+                    defaults.firmware_notify_per_minute,
+                ),
+            ),
+            firmware_tick=max(0.05, _float(env, "DEVICEHUB_FIRMWARE_TICK", defaults.firmware_tick)),
             weather_geocoding_url=env.get("DEVICEHUB_WEATHER_GEOCODING_URL")
             or defaults.weather_geocoding_url,
             weather_forecast_url=env.get("DEVICEHUB_WEATHER_FORECAST_URL")

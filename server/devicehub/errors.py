@@ -64,6 +64,11 @@ class Conflict(DomainError):
     """The resource's current state forbids the change (in use, locked, bound)."""
 
 
+class FailedPrecondition(DomainError):
+    """The request is well formed but the resource is not in a state that allows it, and
+    the caller must change that first (e.g. an update reported out of its sequence)."""
+
+
 class ResourceExhausted(DomainError):
     """A limit was reached (queue bound, rate limit); retrying later can succeed."""
 

@@ -63,6 +63,21 @@ MESSAGE_QUEUE_REFUSALS = Counter(
     "Sends refused because the recipient's queue was full (RESOURCE_EXHAUSTED, 429).",
 )
 
+FIRMWARE_NOTIFICATIONS = Counter(
+    "devicehub_firmware_notifications_total",
+    "Devices told of a firmware update by the rollout scheduler.",
+)
+FIRMWARE_UPDATE_REPORTS = Counter(
+    "devicehub_firmware_update_reports_total",
+    "Firmware update states reported by devices (retries of a state not counted).",
+    ("state",),
+)
+FIRMWARE_ROLLOUTS_ENDED = Counter(
+    "devicehub_firmware_rollouts_ended_total",
+    "Firmware rollouts that completed, stopped by failures or were canceled.",
+    ("state",),
+)
+
 DEVLOG_RECORDS = Counter(
     "devicehub_devlog_records_ingested_total",
     "Usage-log records in accepted devlog uploads.",

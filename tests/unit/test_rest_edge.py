@@ -9,8 +9,9 @@ from devicehub.api import rest_edge
 from devicehub.resources import LUA_FILTER
 
 LUA_DECLARATION = re.compile(r'^local (\w+_(?:HEADER|TRAILER)) = "([^"]*)"$', re.MULTILINE)
-# Documented response headers pass the edge untouched: the Lua filter never names them.
-PASSED_THROUGH = {"NEXT_PAGE_TOKEN_HEADER", "ALIMTALK_OUTCOME_HEADER"}
+# Documented response headers (and a download's Range request header) pass the edge
+# untouched: the Lua filter never names them.
+PASSED_THROUGH = {"NEXT_PAGE_TOKEN_HEADER", "ALIMTALK_OUTCOME_HEADER", "RANGE_HEADER"}
 
 
 def python_names() -> dict[str, str]:

@@ -6,9 +6,17 @@ import datetime as dt
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
+from devicehub import firmware
 from devicehub.binding import BoundDevice, HomeRow
 from devicehub.storage import models
-from devicehub.v1 import account_pb2, binding_pb2, device_batch_pb2, device_pb2, device_type_pb2
+from devicehub.v1 import (
+    account_pb2,
+    binding_pb2,
+    device_batch_pb2,
+    device_pb2,
+    device_type_pb2,
+    firmware_pb2,
+)
 
 _EPOCH = dt.datetime(1970, 1, 1)
 
@@ -163,4 +171,80 @@ def user_device(row: models.Binding) -> binding_pb2.UserDevice:
         nickname=row.nickname,
         is_primary=row.is_primary,
         bound_at=timestamp(row.bound_at),
+    )
+
+
+def firmware_package(row: models.FirmwarePackage) -> firmware_pb2.FirmwarePackage:
+    return firmware_pb2.FirmwarePackage(
+        id=row.id,
+        device_type=row.device_type_id,
+        device_type_name=row.device_type.name,
+        version=row.version,
+        title=row.title,
+        release_notes=row.release_notes,
+        min_version=row.min_version,
+        size_bytes=row.size_bytes,
+        sha256=row.sha256,
+        download_path=firmware.download_path(row.id),
+        created_at=timestamp(row.created_at),
+    )
+
+
+def firmware_counts(counts: dict[str, int]) -> firmware_pb2.FirmwareUpdateCounts:
+    return firmware_pb2.FirmwareUpdateCounts(**counts)
+
+
+def firmware_rollout(view: firmware.RolloutView) -> firmware_pb2.FirmwareRollout:
+    row = view.rollout
+    target = view.target
+    return firmware_pb2.FirmwareRollout(
+        id=row.id,
+        package_id=row.package_id,
+        version=view.version,
+        state=row.state,
+        target=firmware_pb2.FirmwareRolloutTarget(
+            batch_ids=target["batch_ids"], device_ids=target["device_ids"]
+        ),
+        group_percents=view.group_percents,
+        success_threshold_percent=row.success_threshold,
+        error_threshold_percent=row.error_threshold,
+        device_count=row.device_count,
+        groups=[
+            firmware_pb2.FirmwareRolloutGroup(
+                index=group.group.position,
+                percent=group.group.percent,
+                state=group.group.state,
+                device_count=group.group.device_count,
+                counts=firmware_counts(group.counts),
+                started_at=None
+                if group.group.started_at is None
+                else timestamp(group.group.started_at),
+            )
+            for group in view.groups
+        ],
+        counts=firmware_counts(view.counts),
+        created_at=timestamp(row.created_at),
+        updated_at=timestamp(row.updated_at),
+    )
+
+
+def firmware_update(view: firmware.UpdateView) -> firmware_pb2.FirmwareUpdate:
+    row = view.update
+    return firmware_pb2.FirmwareUpdate(
+        id=row.id,
+        rollout_id=row.rollout_id,
+        device_id=row.device_id,
+        package_id=view.package_id,
+        version=view.version,
+        group=row.group_position,
+        state=row.state,
+        reason=row.reason,
+        created_at=timestamp(row.created_at),
+        updated_at=timestamp(row.updated_at),
+        history=[
+            firmware_pb2.FirmwareUpdateEvent(
+                state=event.state, reason=event.reason, time=timestamp(event.created_at)
+            )
+            for event in view.history
+        ],
     )

@@ -23,6 +23,7 @@ from devicehub.errors import (
     AlreadyExists,
     Conflict,
     DomainError,
+    FailedPrecondition,
     Internal,
     InvalidArgument,
     NotFound,
@@ -56,6 +57,7 @@ STATUSES: dict[type[DomainError], Statuses] = {
     # The documented contracts want 409 for a state conflict that gRPC calls
     # FAILED_PRECONDITION.
     Conflict: Statuses(grpc.StatusCode.FAILED_PRECONDITION, 409),
+    FailedPrecondition: Statuses(grpc.StatusCode.FAILED_PRECONDITION, 400),
     ResourceExhausted: Statuses(grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
     Unavailable: Statuses(grpc.StatusCode.UNAVAILABLE, 503),
     Internal: Statuses(grpc.StatusCode.INTERNAL, 500),
@@ -66,6 +68,9 @@ STATUSES: dict[type[DomainError], Statuses] = {
 HTTP_STATUS_BY_REASON: dict[tuple[type[DomainError], int], int] = {
     # The Lux API documents 401 `Not authorized user` for a child that is not the caller's.
     (PermissionDenied, error_pb2.ERROR_REASON_NOT_AUTHORIZED_USER): 401,
+    # HTTP's own statuses for a body over the firmware limit and a range past the end.
+    (InvalidArgument, error_pb2.ERROR_REASON_FIRMWARE_TOO_LARGE): 413,
+    (InvalidArgument, error_pb2.ERROR_REASON_RANGE_NOT_SATISFIABLE): 416,
 }
 
 

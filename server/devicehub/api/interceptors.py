@@ -245,13 +245,32 @@ class InputInterceptor(PerMethodInterceptor):
     in any text, valid UTF-8) before a servicer sees it, so no endpoint can forget them.
 
     Goes after ``ErrorInterceptor`` in the chain, which maps the InvalidArgument it raises.
-    Client-streaming methods (none are served) and raw-bytes handlers are left alone.
+    A client stream (the firmware upload) is checked message by message as the servicer
+    reads it. Bidirectional streams (none are served) and raw-bytes handlers are left alone.
     """
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        if handler.request_streaming or handler.request_deserializer is None:
+        if handler.request_deserializer is None:
             return handler
         deserializer = checked_deserializer(handler.request_deserializer)
+        if handler.stream_unary:
+            reader = handler.stream_unary
+
+            async def checked_requests(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+                async def each() -> Any:
+                    async for request in requests:
+                        check_request(request)
+                        yield request
+
+                return await reader(each(), context)
+
+            return grpc.stream_unary_rpc_method_handler(
+                checked_requests,
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.request_streaming:
+            return handler
         if handler.unary_unary:
             behavior = handler.unary_unary
 

@@ -53,3 +53,37 @@ async def send_rest_body(
     context: grpc.aio.ServicerContext, literal_json: str, *headers: tuple[str, str]
 ) -> None:
     await context.send_initial_metadata([(REST_BODY_HEADER, literal_json), *headers])
+
+
+# A REST download's resumable range (RFC 9110 section 14): the request's Range header
+# arrives as metadata; a partial response carries Content-Range, which the edge answers
+# with 206 instead of 200.
+RANGE_HEADER = "range"
+CONTENT_RANGE_HEADER = "content-range"
+
+
+def requested_range(header: str, size: int) -> tuple[int, int] | None:
+    """``(offset, length)`` that a ``Range`` header asks of a body of ``size`` bytes
+    (``length`` 0: to the end), or ``None`` to send the whole body: no header, another
+    unit, several ranges or a malformed one (RFC 9110 lets a server ignore those). A
+    range that starts at or past the end is returned as it is: the caller refuses it."""
+    unit, _, spec = header.strip().partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    first, last = first.strip(), last.strip()
+    if not dash or not (first + last).isdigit() or not (first + last).isascii():
+        return None
+    if not first:  # the last N bytes
+        return max(0, size - int(last)) if int(last) else size, 0
+    start = int(first)
+    if not last:
+        return start, 0
+    if int(last) < start:
+        return None
+    return start, int(last) + 1 - start
+
+
+def content_range(start: int, end: int, size: int) -> str:
+    """The ``Content-Range`` of bytes ``start`` up to (not including) ``end``."""
+    return f"bytes {start}-{end - 1}/{size}"

@@ -31,6 +31,7 @@ from devicehub.api.servicers.device import DeviceServicer
 from devicehub.api.servicers.device_batch import DeviceBatchServicer
 from devicehub.api.servicers.device_type import DeviceTypeServicer
 from devicehub.api.servicers.devlog import DevlogServicer
+from devicehub.api.servicers.firmware import FirmwareServicer
 from devicehub.api.servicers.messaging import MessagingServicer
 from devicehub.api.servicers.movement import MovementServicer
 from devicehub.api.servicers.notification import NotificationServicer
@@ -64,6 +65,7 @@ class Servicers:
     notification: NotificationServicer
     messaging: MessagingServicer
     rtc: RtcServicer
+    firmware: FirmwareServicer
     system: SystemServicer
 
 
@@ -175,6 +177,7 @@ def bootstrap(settings: Settings) -> Application:
             ),
             DeviceSecrets(signing_key),
         ),
+        firmware=FirmwareServicer(settings.firmware_max_bytes),
         system=SystemServicer(),
     )
     return Application(

@@ -5,6 +5,7 @@ gracefully."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import gc
 import logging
 
@@ -13,7 +14,7 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from devicehub import messaging
+from devicehub import firmware, messaging
 from devicehub.config import Settings
 from devicehub.runtime.addresses import worker_address
 from devicehub.runtime.bootstrap import Application, Servicers
@@ -36,6 +37,8 @@ from devicehub.v1 import (
     device_type_pb2_grpc,
     devlog_pb2,
     devlog_pb2_grpc,
+    firmware_pb2,
+    firmware_pb2_grpc,
     messaging_pb2,
     messaging_pb2_grpc,
     movement_pb2,
@@ -66,6 +69,7 @@ SERVICE_NAMES = tuple(
         (notification_pb2, "NotificationService"),
         (messaging_pb2, "MessagingService"),
         (rtc_pb2, "RtcService"),
+        (firmware_pb2, "FirmwareService"),
         (system_pb2, "SystemService"),
     )
 )
@@ -123,6 +127,7 @@ def _add_servicers(server: grpc.aio.Server, servicers: Servicers) -> None:
     notification_pb2_grpc.add_NotificationServiceServicer_to_server(servicers.notification, server)
     messaging_pb2_grpc.add_MessagingServiceServicer_to_server(servicers.messaging, server)
     rtc_pb2_grpc.add_RtcServiceServicer_to_server(servicers.rtc, server)
+    firmware_pb2_grpc.add_FirmwareServiceServicer_to_server(servicers.firmware, server)
     system_pb2_grpc.add_SystemServiceServicer_to_server(servicers.system, server)
 
 
@@ -147,7 +152,8 @@ class DevicehubServer:
     class registers them, starts them and stops them. With ``settings.workers > 1`` this
     process is worker ``worker_index`` of several: it shares the gRPC and WebSocket ports
     with the others (SO_REUSEPORT) and also listens on its own ``worker_address`` for Envoy
-    (a single process listens on one too). Worker 0 runs the message expiry sweep.
+    (a single process listens on one too). Worker 0 runs the message expiry sweep and the
+    firmware rollout scheduler.
     """
 
     def __init__(self, settings: Settings, app: Application, worker_index: int = 0) -> None:
@@ -156,6 +162,7 @@ class DevicehubServer:
         self.worker_index = worker_index
         self._health = health.aio.HealthServicer()
         self._sweeper: asyncio.Task[None] | None = None
+        self._rollouts: asyncio.Task[None] | None = None
         self._started = False
         self._background: set[asyncio.Future[None]] = set()
         # Health says SERVING while the database answers the probe and (PostgreSQL) the
@@ -277,6 +284,7 @@ class DevicehubServer:
         app.deliveries.start()
         if self.worker_index == 0:
             self._sweeper = asyncio.create_task(self._expire_messages(), name="message-expiry")
+            self._rollouts = asyncio.create_task(self._run_rollouts(), name="firmware-rollouts")
         await self._server.start()
         await app.websocket.start(self.settings.grpc_host, self.settings.ws_port)
         await self._publish_readiness()
@@ -301,6 +309,8 @@ class DevicehubServer:
         await self._server.stop(self.settings.shutdown_grace)
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._rollouts is not None:
+            self._rollouts.cancel()
         # No call is left to use the provider clients' connections.
         await app.alimtalk.close()
         await app.weather.close()
@@ -323,6 +333,23 @@ class DevicehubServer:
                 await db.run_db(messaging.expire_messages)
             except Exception:
                 log.exception("expiring messages failed; retrying later")
+
+    async def _run_rollouts(self) -> None:
+        """Takes a turn of the firmware rollout scheduler every ``firmware_tick`` seconds
+        (on PostgreSQL one process across all hosts at a time: firmware.scheduler_turn)."""
+        settings = self.settings
+        policy = firmware.NotifyPolicy(
+            per_minute=settings.firmware_notify_per_minute,
+            tick=settings.firmware_tick,
+            queue_limit=settings.message_queue_limit,
+            message_ttl=dt.timedelta(seconds=settings.message_ttl),
+        )
+        while True:
+            await asyncio.sleep(settings.firmware_tick)
+            try:
+                await db.run_db(firmware.scheduler_turn, policy)
+            except Exception:
+                log.exception("the firmware rollout scheduler's turn failed; retrying")
 
     async def wait(self) -> None:
         await self._server.wait_for_termination()

@@ -30,8 +30,9 @@ _DIALECT = {
     "sqlite": {
         "PK": "INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT",
         "BIGPK": "INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT",
+        "BLOB": "BLOB",
     },
-    "postgresql": {"PK": "SERIAL PRIMARY KEY", "BIGPK": "BIGSERIAL PRIMARY KEY"},
+    "postgresql": {"PK": "SERIAL PRIMARY KEY", "BIGPK": "BIGSERIAL PRIMARY KEY", "BLOB": "BYTEA"},
 }
 
 

@@ -193,3 +193,88 @@ class DeviceCredential(BaseModel):
     issued_by = peewee.ForeignKeyField(Account, null=True, on_delete="SET NULL")
     device_id: int
     issued_by_id: int | None
+
+
+class FirmwarePackage(BaseModel):
+    """A firmware binary of one device type; its bytes are in ``FirmwareChunk`` rows."""
+
+    device_type = peewee.ForeignKeyField(DeviceType, on_delete="RESTRICT")
+    device_type_id: int
+    version = peewee.CharField(max_length=64)
+    title = peewee.CharField(max_length=200)
+    release_notes = peewee.TextField(default="")
+    min_version = peewee.CharField(max_length=64, default="")
+    size_bytes = peewee.IntegerField()
+    sha256 = peewee.CharField(max_length=64)
+    chunk_size = peewee.IntegerField()
+    created_at = peewee.DateTimeField(default=utcnow)
+    created_by = peewee.ForeignKeyField(Account, null=True, on_delete="SET NULL")
+
+    class Meta:
+        indexes = ((("device_type", "version"), True),)
+
+
+class FirmwareChunk(BaseModel):
+    """Bytes ``seq * chunk_size`` onwards of a package (every chunk but the last is full)."""
+
+    package = peewee.ForeignKeyField(FirmwarePackage, on_delete="CASCADE")
+    package_id: int
+    seq = peewee.IntegerField()
+    data = peewee.BlobField()
+
+    class Meta:
+        primary_key = peewee.CompositeKey("package", "seq")
+
+
+class FirmwareRollout(BaseModel):
+    """A staged rollout of one package; ``target`` and ``group_percents`` are JSON."""
+
+    package = peewee.ForeignKeyField(FirmwarePackage, on_delete="RESTRICT")
+    package_id: int
+    state = peewee.CharField(max_length=24)
+    target = peewee.TextField()
+    group_percents = peewee.TextField()
+    success_threshold = peewee.IntegerField()
+    error_threshold = peewee.IntegerField()
+    device_count = peewee.IntegerField()
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow)
+    created_by = peewee.ForeignKeyField(Account, null=True, on_delete="SET NULL")
+
+
+class FirmwareRolloutGroup(BaseModel):
+    rollout = peewee.ForeignKeyField(FirmwareRollout, on_delete="CASCADE")
+    rollout_id: int
+    position = peewee.IntegerField()
+    percent = peewee.IntegerField()
+    device_count = peewee.IntegerField()
+    state = peewee.CharField(max_length=16)
+    started_at = peewee.DateTimeField(null=True)
+
+
+class FirmwareUpdate(BaseModel):
+    """One device in one rollout, and how far it got."""
+
+    rollout = peewee.ForeignKeyField(FirmwareRollout, on_delete="CASCADE")
+    rollout_id: int
+    device = peewee.ForeignKeyField(Device, on_delete="CASCADE")
+    device_id: int
+    group_position = peewee.IntegerField()
+    state = peewee.CharField(max_length=16)
+    reason = peewee.CharField(max_length=500, default="")
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow)
+    notified_at = peewee.DateTimeField(null=True)
+
+
+class FirmwareUpdateEvent(BaseModel):
+    """A state an update entered, and when: the device's update history."""
+
+    # Not ``update``: that name is the model's UPDATE query.
+    firmware_update = peewee.ForeignKeyField(
+        FirmwareUpdate, column_name="update_id", on_delete="CASCADE"
+    )
+    update_id: int  # the raw foreign key column
+    state = peewee.CharField(max_length=16)
+    reason = peewee.CharField(max_length=500, default="")
+    created_at = peewee.DateTimeField(default=utcnow)

@@ -18,11 +18,11 @@ from devicehub.v1 import messaging_pb2_grpc
 _PAYLOAD_FIELDS = tuple(field.name for field in pb.MessagePayload.DESCRIPTOR.fields)
 
 
-def _payload_dict(message: pb.MessagePayload) -> dict[str, str]:
+def _payload_dict(message: pb.MessagePayload) -> dict[str, Any]:
     return {name: getattr(message, name) for name in _PAYLOAD_FIELDS if message.HasField(name)}
 
 
-def payload_message(payload: dict[str, str]) -> pb.MessagePayload:
+def payload_message(payload: dict[str, Any]) -> pb.MessagePayload:
     return pb.MessagePayload(**payload)
 
 

@@ -1,0 +1,271 @@
+"""Storage of firmware rollouts: the set-based statements a rollout over 100,000 devices needs.
+
+Creating a rollout is three ``INSERT ... SELECT`` statements, whatever the number of
+devices: the updates (each device ranked, given its group and, where the rules say so, a
+skip reason), their first history events, and the groups with their sizes. The counts
+per group and state are one ``GROUP BY`` over the index on (rollout, group, state).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from devicehub.storage.db import array_literal, execute, execute_many, is_postgres, named_rows
+
+NOT_ENDED = ("queued", "notified", "downloading", "downloaded", "verified", "updating")
+"""States of an update that has not ended."""
+
+# Spreads a rollout's groups over the devices' ids (Knuth's multiplicative hash, varied
+# by the rollout id), so that its first percent is not simply the oldest batch. Exact in
+# both databases' 64-bit integers for any int32 id.
+_SPREAD = "(((d.id + %s) * 2654435761) %% 4294967296)"
+
+
+@dataclass(frozen=True)
+class Target:
+    """The devices of one type a rollout covers: all of them, or those of ``batch_ids``
+    and those listed in ``device_ids``."""
+
+    device_type_id: int
+    batch_ids: Sequence[int]
+    device_ids: Sequence[int]
+
+
+def _id_set(values: Sequence[int]) -> tuple[str, list[object]]:
+    """An ``IN`` operand holding ``values`` as one parameter (a device list may have
+    100,000 ids: more than SQLite binds as separate parameters)."""
+    if is_postgres():
+        return "(SELECT unnest(%s::integer[]))", [array_literal(values)]
+    return "(SELECT value FROM json_each(%s))", [json.dumps(list(values))]
+
+
+def _text_set(values: Sequence[str]) -> tuple[str, list[object]]:
+    if not values:
+        return "(NULL)", []  # matches nothing (x IN (NULL) is never true)
+    return "(" + ", ".join("%s" for _ in values) + ")", list(values)
+
+
+def _target_condition(target: Target) -> tuple[str, list[object]]:
+    condition = "d.device_type_id = %s"
+    params: list[object] = [target.device_type_id]
+    parts: list[str] = []
+    if target.batch_ids:
+        operand, more = _id_set(target.batch_ids)
+        parts.append(f"d.batch_id IN {operand}")
+        params += more
+    if target.device_ids:
+        operand, more = _id_set(target.device_ids)
+        parts.append(f"d.id IN {operand}")
+        params += more
+    if parts:
+        condition += " AND (" + " OR ".join(parts) + ")"
+    return condition, params
+
+
+def target_versions(target: Target) -> list[str]:
+    """The distinct installed versions among the targeted devices (a handful in practice:
+    the version rules are decided per version, in Python, not per device)."""
+    condition, params = _target_condition(target)
+    cursor = execute(f"SELECT DISTINCT d.firmware_version FROM device d WHERE {condition}", params)
+    return [row[0] for row in cursor.fetchall()]
+
+
+def missing_devices(device_type_id: int, device_ids: Sequence[int]) -> list[int]:
+    """Those of ``device_ids`` that are no device of ``device_type_id``, in id order."""
+    operand, params = _id_set(device_ids)
+    cursor = execute(
+        f"SELECT d.id FROM device d WHERE d.id IN {operand} AND d.device_type_id = %s",
+        [*params, device_type_id],
+    )
+    found = {row[0] for row in cursor.fetchall()}
+    return sorted(set(device_ids) - found)
+
+
+def insert_updates(
+    rollout_id: int,
+    target: Target,
+    group_percents: Sequence[int],
+    skips: Mapping[str, Sequence[str]],
+    now: dt.datetime,
+) -> int:
+    """Creates one update per targeted device, in one statement; returns how many.
+
+    Devices are ranked by ``_SPREAD``; the first ``ceil(total * p / 100)`` of the ranking
+    are in the groups up to the one of cumulative percentage ``p``. A device whose
+    installed version is in ``skips[reason]``, or that has an update not ended in another
+    rollout, is ``skipped`` with that reason; the others are ``queued``.
+    """
+    condition, target_params = _target_condition(target)
+    group_cases = " ".join(
+        f"WHEN ranked.rn <= (ranked.total * {int(p)} + 99) / 100 THEN {i}"
+        for i, p in enumerate(group_percents)
+    )
+    reason_cases: list[str] = []
+    reason_params: list[object] = []
+    for reason, versions in skips.items():
+        operand, params = _text_set(versions)
+        reason_cases.append(f"WHEN ranked.firmware_version IN {operand} THEN %s")
+        reason_params += [*params, reason]
+    not_ended, not_ended_params = _text_set(NOT_ENDED)
+    reason_cases.append(
+        "WHEN EXISTS (SELECT 1 FROM firmware_update other WHERE other.device_id = ranked.id "
+        f"AND other.rollout_id <> %s AND other.state IN {not_ended}) THEN 'in_another_rollout'"
+    )
+    reason_params += [rollout_id, *not_ended_params]
+    cursor = execute(
+        "INSERT INTO firmware_update "
+        "(rollout_id, device_id, group_position, state, reason, created_at, updated_at) "
+        "SELECT %s, flagged.id, flagged.grp, "
+        "CASE WHEN flagged.reason = '' THEN 'queued' ELSE 'skipped' END, flagged.reason, %s, %s "
+        "FROM (SELECT ranked.id, "
+        f"CASE {group_cases} ELSE {len(group_percents) - 1} END AS grp, "
+        f"CASE {' '.join(reason_cases)} ELSE '' END AS reason "
+        "FROM (SELECT d.id, d.firmware_version, "
+        f"row_number() OVER (ORDER BY {_SPREAD}, d.id) AS rn, count(*) OVER () AS total "
+        f"FROM device d WHERE {condition}) ranked) flagged",
+        [rollout_id, now, now, *reason_params, rollout_id, *target_params],
+    )
+    return cursor.rowcount
+
+
+def insert_first_events(rollout_id: int, now: dt.datetime) -> None:
+    """The first history event of every update of the rollout: its state as created."""
+    execute(
+        "INSERT INTO firmware_update_event (update_id, state, reason, created_at) "
+        "SELECT u.id, u.state, u.reason, %s FROM firmware_update u WHERE u.rollout_id = %s",
+        [now, rollout_id],
+    )
+
+
+def insert_groups(rollout_id: int, group_percents: Sequence[int]) -> None:
+    """The rollout's groups (all ``pending``), each with its number of devices."""
+    sizes = dict(
+        execute(
+            "SELECT group_position, count(*) FROM firmware_update WHERE rollout_id = %s "
+            "GROUP BY group_position",
+            [rollout_id],
+        ).fetchall()
+    )
+    for position, percent in enumerate(group_percents):
+        execute(
+            "INSERT INTO firmware_rollout_group "
+            "(rollout_id, position, percent, device_count, state, started_at) "
+            "VALUES (%s, %s, %s, %s, 'pending', NULL)",
+            [rollout_id, position, percent, sizes.get(position, 0)],
+        )
+
+
+def state_counts(rollout_id: int, group: int | None = None) -> dict[int, dict[str, int]]:
+    """Per group position: the number of updates in each state (states with none left out)."""
+    sql = "SELECT group_position, state, count(*) FROM firmware_update WHERE rollout_id = %s"
+    params: list[object] = [rollout_id]
+    if group is not None:
+        sql += " AND group_position = %s"
+        params.append(group)
+    counts: dict[int, dict[str, int]] = {}
+    for position, state, count in execute(sql + " GROUP BY group_position, state", params):
+        counts.setdefault(position, {})[state] = count
+    return counts
+
+
+def has_unended_updates(rollout_id: int) -> bool:
+    not_ended, params = _text_set(NOT_ENDED)
+    row = execute(
+        f"SELECT 1 FROM firmware_update WHERE rollout_id = %s AND state IN {not_ended} LIMIT 1",
+        [rollout_id, *params],
+    ).fetchone()
+    return row is not None
+
+
+def end_updates(rollout_id: int, state: str, reason: str, now: dt.datetime) -> int:
+    """Moves every update of the rollout that has not ended to ``state`` (with history)."""
+    not_ended, params = _text_set(NOT_ENDED)
+    execute(
+        "INSERT INTO firmware_update_event (update_id, state, reason, created_at) "
+        f"SELECT id, %s, %s, %s FROM firmware_update WHERE rollout_id = %s "
+        f"AND state IN {not_ended}",
+        [state, reason, now, rollout_id, *params],
+    )
+    cursor = execute(
+        "UPDATE firmware_update SET state = %s, reason = %s, updated_at = %s "
+        f"WHERE rollout_id = %s AND state IN {not_ended}",
+        [state, reason, now, rollout_id, *params],
+    )
+    return cursor.rowcount
+
+
+def notified_since(since: dt.datetime) -> int:
+    """How many updates were notified after ``since`` (the pace's window)."""
+    row = execute("SELECT count(*) FROM firmware_update WHERE notified_at > %s", [since]).fetchone()
+    return int(row[0])
+
+
+def take_scheduler_turn() -> bool:
+    """Whether this transaction runs the scheduler's turn: on PostgreSQL one process at a
+    time across every host (a transaction-level advisory lock, released at its end)."""
+    if not is_postgres():
+        return True  # SQLite: transactions already run one at a time
+    row = execute("SELECT pg_try_advisory_xact_lock(%s)", [_SCHEDULER_LOCK_KEY]).fetchone()
+    return bool(row[0])
+
+
+_SCHEDULER_LOCK_KEY = 0x6677726F6C6C  # "fwroll"
+
+
+def due_notifications(limit: int, queue_limit: int, now: dt.datetime) -> list[dict[str, Any]]:
+    """Up to ``limit`` queued updates whose group has started in a running rollout, oldest
+    first, with the account the device is bound to (``None``: unbound). Updates of an
+    account whose message queue is full are passed over, so they cannot hold up the rest.
+    Locked on PostgreSQL (skipping rows another transaction holds)."""
+    lock = " FOR UPDATE OF u SKIP LOCKED" if is_postgres() else ""
+    cursor = execute(
+        "SELECT u.id AS update_id, u.device_id, u.rollout_id, b.account_id, "
+        "p.id AS package_id, p.version, p.size_bytes, p.sha256 "
+        "FROM firmware_update u "
+        "JOIN firmware_rollout r ON r.id = u.rollout_id "
+        "JOIN firmware_rollout_group g ON g.rollout_id = u.rollout_id "
+        "AND g.position = u.group_position "
+        "JOIN firmware_package p ON p.id = r.package_id "
+        "LEFT JOIN binding b ON b.device_id = u.device_id "
+        "WHERE u.state = 'queued' AND r.state = 'running' AND g.state IN ('running', 'succeeded') "
+        "AND (b.account_id IS NULL OR (SELECT count(*) FROM message m "
+        "WHERE m.account_id = b.account_id AND m.state IN ('queued', 'delivered') "
+        "AND m.expires_at > %s) < %s) "
+        f"ORDER BY u.id LIMIT %s{lock}",
+        [now, queue_limit, limit],
+    )
+    return named_rows(cursor)
+
+
+def pending_messages(account_ids: Sequence[int], now: dt.datetime) -> dict[int, int]:
+    """Each account's number of pending, unexpired messages (accounts with none left out)."""
+    if not account_ids:
+        return {}
+    operand, params = _id_set(account_ids)
+    cursor = execute(
+        f"SELECT account_id, count(*) FROM message WHERE account_id IN {operand} "
+        "AND state IN ('queued', 'delivered') AND expires_at > %s GROUP BY account_id",
+        [*params, now],
+    )
+    return dict(cursor.fetchall())
+
+
+def mark_notified(update_ids: Sequence[int], reasons: Sequence[str], now: dt.datetime) -> None:
+    """Moves the updates to ``notified`` (each with the reason of its history event)."""
+    if not update_ids:
+        return
+    operand, params = _id_set(update_ids)
+    execute(
+        "UPDATE firmware_update SET state = 'notified', notified_at = %s, updated_at = %s "
+        f"WHERE id IN {operand}",
+        [now, now, *params],
+    )
+    execute_many(
+        "INSERT INTO firmware_update_event (update_id, state, reason, created_at) "
+        "VALUES (%s, 'notified', %s, %s)",
+        [(update_id, reason, now) for update_id, reason in zip(update_ids, reasons, strict=True)],
+    )
