@@ -25,6 +25,7 @@ from devicehub.storage.models import (
     DeviceBatch,
     DeviceType,
     Devlog,
+    FirmwarePackage,
     MovementSample,
     utcnow,
 )
@@ -147,6 +148,11 @@ def delete_device_type(caller: Caller, type_id: int) -> None:
         if in_use:
             raise Conflict(
                 "Device type still has batches or devices",
+                reasons.ERROR_REASON_DEVICE_TYPE_IN_USE,
+            )
+        if FirmwarePackage.select().where(FirmwarePackage.device_type == type_id).exists():
+            raise Conflict(
+                "Device type still has firmware packages",
                 reasons.ERROR_REASON_DEVICE_TYPE_IN_USE,
             )
         device_type.delete_instance()

@@ -385,6 +385,20 @@ def test_oversized_headers_are_431_in_documented_shape(stack, admin, size):
     assert lux.json() == {"detail": "Request headers too large"}
 
 
+@pytest.mark.parametrize("size", [9_000, 30_000, 58_000])
+def test_long_urls_and_headers_under_the_limit_are_served(stack, admin, size):
+    """Under the edge's 60 KiB the request is served: the URL reaches the gRPC server twice
+    (:path and x-envoy-original-path), and gRPC's default 8 KiB metadata limit once turned
+    such requests into 429s."""
+    padding = "a" * (size // 2)
+    device = stack.request("GET", f"/api/device/devices/?unknown={padding}", admin)
+    assert device.status_code == 200, device.text
+    lux = stack.request(
+        "GET", f"/api/v1/accounts/me?unknown={padding}", admin, headers={"x-padding": padding}
+    )
+    assert lux.status_code == 200, lux.text
+
+
 def test_headers_beyond_the_codec_limit_are_431_json(stack):
     """Beyond Envoy's codec limit (256 KiB) the path is unknown: still JSON, not text."""
     response = stack.request("GET", "/api/v1/accounts/me", headers={"x-padding": "a" * 300_000})

@@ -311,11 +311,25 @@ SNAPSHOT = "SELECT " + ", ".join(
                 "devlog",
                 "movement_sample",
                 "message",
+                "firmware_package",
+                "firmware_chunk",
+                "firmware_rollout",
+                "firmware_update",
+                "firmware_update_event",
             )
         ),
         *(
             f"(SELECT MAX(updated_at) FROM {table})"
-            for table in ("account", "child", "device_type", "device_batch", "device", "devlog")
+            for table in (
+                "account",
+                "child",
+                "device_type",
+                "device_batch",
+                "device",
+                "devlog",
+                "firmware_rollout",
+                "firmware_update",
+            )
         ),
         "(SELECT COUNT(*) FROM message WHERE state = 'acked')",
         "(SELECT COUNT(*) FROM binding WHERE is_primary = ?)",
@@ -666,6 +680,82 @@ ENDPOINTS = [
         "/api/device/rtc-token/generate/",
         "user",
         body=lambda w: obj(expire_time=ints(60, 604801)),
+        writes=False,
+    ),
+    Endpoint(
+        "POST",
+        "/api/device/firmware/packages",
+        "admin",
+        query=lambda w: {
+            "device_type": st.sampled_from([str(w.type_id), *QUERY_VALUES]),
+            "version": st.sampled_from(["1.0.0", "1.0", "9" * 40, *QUERY_VALUES]),
+            "title": st.sampled_from(["build", *QUERY_VALUES]),
+            "min_version": st.sampled_from(["", "2.0.0", *QUERY_VALUES]),
+        },
+        body=lambda w: anything(),  # the binary: any bytes
+    ),
+    Endpoint("GET", "/api/device/firmware/packages", "admin", query=page_query, writes=False),
+    Endpoint("GET", "/api/device/firmware/packages/{id}", "admin", writes=False),
+    Endpoint("DELETE", "/api/device/firmware/packages/{id}", "admin"),
+    Endpoint(
+        "GET",
+        "/api/device/firmware/packages/{id}/download",
+        "user",
+        query=lambda w: {"offset": st.sampled_from(["0", "1", *QUERY_VALUES])},
+        stream=True,  # the answer is the binary, not JSON
+        writes=False,
+    ),
+    Endpoint(
+        "POST",
+        "/api/device/firmware/devices/{id}/installed",
+        "user",
+        body=lambda w: obj(version=texts("1.0.0"), package_id=ints()),
+    ),
+    Endpoint("GET", "/api/device/firmware/devices/{id}/check", "user"),
+    Endpoint(
+        "POST",
+        "/api/device/firmware/devices/{id}/progress",
+        "user",
+        body=lambda w: obj(
+            state=value(st.sampled_from(["downloading", "updated", "failed", "queued", "x"])),
+            reason=texts("flash error"),
+            update_id=ints(),
+        ),
+    ),
+    Endpoint(
+        "GET", "/api/device/firmware/devices/{id}/updates", "user", query=page_query, writes=False
+    ),
+    Endpoint(
+        "POST",
+        "/api/device/firmware/rollouts",
+        "admin",
+        body=lambda w: obj(
+            package_id=ints(),
+            target=value(
+                obj(
+                    batch_ids=value(st.lists(ints(w.batch_id), max_size=3)),
+                    device_ids=value(st.lists(ints(w.device["id"]), max_size=3)),
+                )
+            ),
+            group_percents=value(st.lists(st.sampled_from(HOSTILE_NUMBERS), max_size=4)),
+            success_threshold_percent=ints(0, 101),
+            error_threshold_percent=ints(-1, 101),
+        ),
+    ),
+    Endpoint("GET", "/api/device/firmware/rollouts", "admin", query=page_query, writes=False),
+    Endpoint("GET", "/api/device/firmware/rollouts/{id}", "admin", writes=False),
+    Endpoint("POST", "/api/device/firmware/rollouts/{id}/pause", "admin"),
+    Endpoint("POST", "/api/device/firmware/rollouts/{id}/resume", "admin"),
+    Endpoint("POST", "/api/device/firmware/rollouts/{id}/cancel", "admin"),
+    Endpoint(
+        "GET",
+        "/api/device/firmware/rollouts/{id}/updates",
+        "admin",
+        query=lambda w: {
+            **page_query(w),
+            "group": st.sampled_from(["0", *QUERY_VALUES]),
+            "state": st.sampled_from(["queued", "x", *QUERY_VALUES]),
+        },
         writes=False,
     ),
     # Counted per MAC and per client address, a miss too.

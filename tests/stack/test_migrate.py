@@ -57,3 +57,45 @@ def test_schema_has_every_table_and_constraint(database_url):
             assert foreign == {("device_type_id", "device_type"), ("batch_id", "device_batch")}
     finally:
         database.close_all()
+
+
+def test_every_model_describes_its_migrated_table(database_url):
+    """The peewee models (storage/models.py) and the tables the migrations leave behind
+    agree column for column, the firmware tables of 0007 included."""
+    import peewee
+
+    from devicehub.storage import models
+
+    database = db.open_database(database_url, pool_size=1)
+    try:
+        apply_migrations(database)
+        with database.connection_context():
+            tables = set(database.get_tables())
+            assert {
+                "firmware_package",
+                "firmware_chunk",
+                "firmware_rollout",
+                "firmware_rollout_group",
+                "firmware_update",
+                "firmware_update_event",
+            } <= tables
+            described = [
+                model
+                for model in vars(models).values()
+                if isinstance(model, type)
+                and issubclass(model, models.BaseModel)
+                and model is not models.BaseModel
+            ]
+            assert len(described) >= 15
+            for model in described:
+                table = model._meta.table_name
+                assert table in tables, table
+                columns = {column.name for column in database.get_columns(table)}
+                fields = {
+                    field.column_name
+                    for field in model._meta.sorted_fields
+                    if not isinstance(field, peewee.CompositeKey)
+                }
+                assert fields == columns, table
+    finally:
+        database.close_all()

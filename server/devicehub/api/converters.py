@@ -6,7 +6,7 @@ import datetime as dt
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
-from devicehub import firmware
+from devicehub import firmware, rollouts
 from devicehub.binding import BoundDevice, HomeRow
 from devicehub.storage import models
 from devicehub.v1 import (
@@ -194,7 +194,7 @@ def firmware_counts(counts: dict[str, int]) -> firmware_pb2.FirmwareUpdateCounts
     return firmware_pb2.FirmwareUpdateCounts(**counts)
 
 
-def firmware_rollout(view: firmware.RolloutView) -> firmware_pb2.FirmwareRollout:
+def firmware_rollout(view: rollouts.RolloutView) -> firmware_pb2.FirmwareRollout:
     row = view.rollout
     target = view.target
     return firmware_pb2.FirmwareRollout(
@@ -228,7 +228,7 @@ def firmware_rollout(view: firmware.RolloutView) -> firmware_pb2.FirmwareRollout
     )
 
 
-def firmware_update(view: firmware.UpdateView) -> firmware_pb2.FirmwareUpdate:
+def firmware_update(view: rollouts.UpdateView) -> firmware_pb2.FirmwareUpdate:
     row = view.update
     return firmware_pb2.FirmwareUpdate(
         id=row.id,

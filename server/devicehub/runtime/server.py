@@ -14,7 +14,7 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from devicehub import firmware, messaging
+from devicehub import messaging, rollouts
 from devicehub.config import Settings
 from devicehub.runtime.addresses import worker_address
 from devicehub.runtime.bootstrap import Application, Servicers
@@ -54,6 +54,9 @@ from devicehub.v1 import (
 log = logging.getLogger(__name__)
 
 MAX_PENDING_CALLS = 20_000
+
+MAX_METADATA_BYTES = 256 * 1024
+"""Largest request metadata accepted: the edge's own codec limit (max_request_headers_kb)."""
 
 SERVICE_NAMES = tuple(
     module.DESCRIPTOR.services_by_name[name].full_name
@@ -181,6 +184,11 @@ class DevicehubServer:
                 # reconnect of devices (after a restart) opens thousands of streams at once.
                 ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
                 ("grpc.server.max_pending_requests_hard_limit", 2 * MAX_PENDING_CALLS),
+                # A REST call's metadata holds its URL twice (:path and Envoy's
+                # x-envoy-original-path) beside headers the edge allows up to 60 KiB: gRPC's
+                # default limit (8 KiB, 16 KiB hard) refused long URLs as RESOURCE_EXHAUSTED.
+                ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+                ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
             ],
         )
         _add_servicers(self._server, self.app.servicers)
@@ -336,18 +344,23 @@ class DevicehubServer:
 
     async def _run_rollouts(self) -> None:
         """Takes a turn of the firmware rollout scheduler every ``firmware_tick`` seconds
-        (on PostgreSQL one process across all hosts at a time: firmware.scheduler_turn)."""
+        (on PostgreSQL one process across all hosts at a time: rollouts.scheduler_turn)."""
         settings = self.settings
-        policy = firmware.NotifyPolicy(
+        policy = rollouts.NotifyPolicy(
             per_minute=settings.firmware_notify_per_minute,
-            tick=settings.firmware_tick,
             queue_limit=settings.message_queue_limit,
             message_ttl=dt.timedelta(seconds=settings.message_ttl),
         )
+        pace = rollouts.Pace(settings.firmware_notify_per_minute, settings.firmware_tick)
+        loop = asyncio.get_running_loop()
+        last = loop.time()
         while True:
             await asyncio.sleep(settings.firmware_tick)
+            # The pace's share follows the time that really passed (a turn takes time too).
+            now = loop.time()
+            share, last = pace.share(now - last), now
             try:
-                await db.run_db(firmware.scheduler_turn, policy)
+                pace.spent(await db.run_db(rollouts.scheduler_turn, policy, share))
             except Exception:
                 log.exception("the firmware rollout scheduler's turn failed; retrying")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from google.api import httpbody_pb2
 from google.protobuf import empty_pb2
 
-from devicehub import firmware
+from devicehub import firmware, rollouts
 from devicehub.api import converters
 from devicehub.api.interceptors import current_caller
 from devicehub.api.rest_edge import (
@@ -26,6 +26,14 @@ OCTET_STREAM = "application/octet-stream"
 
 def _header(context, name: str) -> str:
     return next((value for key, value in context.invocation_metadata() or () if key == name), "")
+
+
+def _installed(installed: firmware.Installed) -> pb.InstalledFirmware:
+    return pb.InstalledFirmware(
+        device_id=installed.device_id,
+        now_firmware_id=installed.package_id,
+        firmware_version=installed.version,
+    )
 
 
 class FirmwareServicer(firmware_pb2_grpc.FirmwareServiceServicer):
@@ -113,14 +121,13 @@ class FirmwareServicer(firmware_pb2_grpc.FirmwareServiceServicer):
             request.version,
             request.package_id,
         )
-        return pb.InstalledFirmware(
-            device_id=installed.device_id,
-            now_firmware_id=installed.package_id,
-            firmware_version=installed.version,
-        )
+        return _installed(installed)
+
+    async def GetInstalledFirmware(self, request: pb.GetInstalledFirmwareRequest, context):
+        return _installed(await run_db(firmware.get_installed, current_caller(), request.device_id))
 
     async def CheckFirmwareUpdate(self, request: pb.CheckFirmwareUpdateRequest, context):
-        check = await run_db(firmware.check_update, current_caller(), request.device_id)
+        check = await run_db(rollouts.check_update, current_caller(), request.device_id)
         if check.update is None or check.package is None:
             return pb.CheckFirmwareUpdateResponse(update_available=False)
         return pb.CheckFirmwareUpdateResponse(
@@ -133,7 +140,7 @@ class FirmwareServicer(firmware_pb2_grpc.FirmwareServiceServicer):
         self, request: pb.ReportFirmwareUpdateProgressRequest, context
     ):
         view = await run_db(
-            firmware.report_progress,
+            rollouts.report_progress,
             current_caller(),
             request.device_id,
             request.state,
@@ -146,7 +153,7 @@ class FirmwareServicer(firmware_pb2_grpc.FirmwareServiceServicer):
         self, request: pb.ListDeviceFirmwareUpdatesRequest, context
     ):
         views, next_page_token = await run_db(
-            firmware.list_device_updates,
+            rollouts.list_device_updates,
             current_caller(),
             request.device_id,
             request.page_size,
@@ -160,7 +167,7 @@ class FirmwareServicer(firmware_pb2_grpc.FirmwareServiceServicer):
 
     async def CreateFirmwareRollout(self, request: pb.CreateFirmwareRolloutRequest, context):
         view = await run_db(
-            firmware.create_rollout,
+            rollouts.create_rollout,
             current_caller(),
             request.package_id,
             list(request.target.batch_ids),
@@ -177,7 +184,7 @@ class FirmwareServicer(firmware_pb2_grpc.FirmwareServiceServicer):
 
     async def ListFirmwareRollouts(self, request: pb.ListFirmwareRolloutsRequest, context):
         views, next_page_token = await run_db(
-            firmware.list_rollouts, current_caller(), request.page_size, request.page_token
+            rollouts.list_rollouts, current_caller(), request.page_size, request.page_token
         )
         await send_list_metadata(context, "rollouts", next_page_token)
         return pb.ListFirmwareRolloutsResponse(
@@ -186,7 +193,7 @@ class FirmwareServicer(firmware_pb2_grpc.FirmwareServiceServicer):
         )
 
     async def GetFirmwareRollout(self, request: pb.GetFirmwareRolloutRequest, context):
-        view = await run_db(firmware.get_rollout, current_caller(), request.id)
+        view = await run_db(rollouts.get_rollout, current_caller(), request.id)
         return converters.firmware_rollout(view)
 
     async def PauseFirmwareRollout(self, request: pb.PauseFirmwareRolloutRequest, context):
@@ -199,14 +206,14 @@ class FirmwareServicer(firmware_pb2_grpc.FirmwareServiceServicer):
         return await self._change(request.id, "cancel")
 
     async def _change(self, rollout_id: int, action: str) -> pb.FirmwareRollout:
-        view = await run_db(firmware.change_rollout, current_caller(), rollout_id, action)
+        view = await run_db(rollouts.change_rollout, current_caller(), rollout_id, action)
         return converters.firmware_rollout(view)
 
     async def ListFirmwareRolloutUpdates(
         self, request: pb.ListFirmwareRolloutUpdatesRequest, context
     ):
         page = await run_db(
-            firmware.list_rollout_updates,
+            rollouts.list_rollout_updates,
             current_caller(),
             request.rollout_id,
             request.group if request.HasField("group") else None,
@@ -214,7 +221,7 @@ class FirmwareServicer(firmware_pb2_grpc.FirmwareServiceServicer):
             request.page_size,
             request.page_token,
         )
-        views = await run_db(firmware.rollout_update_views, page.items)
+        views = await run_db(rollouts.rollout_update_views, page.items)
         await send_list_metadata(context, "updates", page.next_page_token)
         return pb.ListFirmwareRolloutUpdatesResponse(
             updates=[converters.firmware_update(view) for view in views],
