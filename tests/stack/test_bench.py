@@ -77,3 +77,31 @@ def test_benchmark_runs_every_measurement(tmp_path: Path):
     home_profile = (tmp_path / "profile" / "home_grpc.top.txt").read_text()
     assert "ListChildDevices" in home_profile
     assert "home_screen" in home_profile.split("plan ms  exec ms")[1]
+
+
+def test_firmware_rollout_benchmark_runs(tmp_path: Path):
+    """bench/firmware_rollout.py on a small fleet: the rollout covers every device, every
+    device that is not skipped is notified, and no queue or pace bound is passed."""
+    output = tmp_path / "firmware.json"
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "bench" / "firmware_rollout.py"),
+            "--devices",
+            "400",
+            "--pace",
+            "12000",
+            "--json",
+            str(output),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    figures = json.loads(output.read_text())
+    assert figures["create_updates"] == 400
+    assert figures["create_skipped"] == 40  # 5% already on the version, 5% below its minimum
+    assert figures["notified"] == figures["due"] == 360
+    assert figures["most_in_60s"] <= 12000
+    assert figures["largest_queue"] <= figures["queue_limit"]
+    assert figures["met"] is True

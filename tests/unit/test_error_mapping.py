@@ -31,6 +31,7 @@ EXPECTED = [
     (errors.NotFound, grpc.StatusCode.NOT_FOUND, 404),
     (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS, 409),
     (errors.Conflict, grpc.StatusCode.FAILED_PRECONDITION, 409),
+    (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION, 400),
     (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE, 503),
     (errors.Internal, grpc.StatusCode.INTERNAL, 500),
@@ -65,6 +66,21 @@ def test_not_authorized_user_is_401_at_the_rest_edge_and_permission_denied_in_gr
     assert grpc_code(error) == grpc.StatusCode.PERMISSION_DENIED
     assert http_status(error) == 401
     assert http_status(errors.PermissionDenied("Only admins may change the device catalog")) == 403
+
+
+def test_firmware_limits_have_http_statuses_of_their_own():
+    too_large = errors.InvalidArgument("too large", error_pb2.ERROR_REASON_FIRMWARE_TOO_LARGE)
+    past_the_end = errors.InvalidArgument(
+        "past the end", error_pb2.ERROR_REASON_RANGE_NOT_SATISFIABLE
+    )
+    assert (grpc_code(too_large), http_status(too_large)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        413,
+    )
+    assert (grpc_code(past_the_end), http_status(past_the_end)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        416,
+    )
 
 
 def test_a_reason_override_applies_to_its_class_only():
