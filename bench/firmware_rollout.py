@@ -24,6 +24,7 @@ Run: ``.venv/bin/python bench/firmware_rollout.py [--devices 100000] [--pace 600
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -170,7 +171,9 @@ def measure(stack, url: str, device_type: int, args: argparse.Namespace) -> dict
     samples: list[tuple[float, int]] = []
     largest_queue = 0
     deadline = started + 60 * due / args.pace * 2 + 60
-    with psycopg2.connect(url) as connection:
+    # Not ``with connection``: in psycopg2 it opens a transaction even in autocommit, and
+    # now() would stay at its start.
+    with contextlib.closing(psycopg2.connect(url)) as connection:
         connection.autocommit = True
         with connection.cursor() as cursor:
             while time.monotonic() < deadline:

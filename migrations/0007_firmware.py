@@ -73,8 +73,8 @@ CREATE TABLE firmware_update (
 );
 CREATE UNIQUE INDEX firmware_update_rollout_id_device_id ON firmware_update (rollout_id, device_id);
 CREATE INDEX firmware_update_device_id ON firmware_update (device_id);
-CREATE INDEX firmware_update_rollout_id_group_position_state
-    ON firmware_update (rollout_id, group_position, state);
+CREATE INDEX firmware_update_rollout_id_group_position_state_id
+    ON firmware_update (rollout_id, group_position, state, id);
 CREATE INDEX firmware_update_notified_at ON firmware_update (notified_at);
 
 CREATE TABLE firmware_update_event (

@@ -76,13 +76,27 @@ class MessagePolicy:
 
 def as_dict(row: Message) -> dict[str, Any]:
     """The broker's (and NOTIFY's) representation of a stored message."""
+    return event(
+        row.id, row.account_id, row.type, json.loads(row.payload), row.created_at, row.expires_at
+    )
+
+
+def event(
+    message_id: int,
+    account_id: int,
+    message_type: str,
+    payload: dict[str, Any],
+    created_at: dt.datetime,
+    expires_at: dt.datetime,
+) -> dict[str, Any]:
+    """A stored message as the broker (and NOTIFY) carries it."""
     return {
-        "id": row.id,
-        "account_id": row.account_id,
-        "type": row.type,
-        "payload": json.loads(row.payload),
-        "created_at": row.created_at.isoformat(),
-        "expires_at": row.expires_at.isoformat(),
+        "id": message_id,
+        "account_id": account_id,
+        "type": message_type,
+        "payload": payload,
+        "created_at": created_at.isoformat(),
+        "expires_at": expires_at.isoformat(),
     }
 
 

@@ -42,8 +42,8 @@ from devicehub.errors import (
 )
 from devicehub.pagination import Page, paginate
 from devicehub.security import Caller
-from devicehub.storage import firmware_rows
-from devicehub.storage.db import database, is_postgres, notify_at_commit
+from devicehub.storage import firmware_rows, message_rows
+from devicehub.storage.db import database, is_postgres, notify_many_at_commit
 from devicehub.storage.firmware_rows import NOT_ENDED, Target
 from devicehub.storage.models import (
     DeviceBatch,
@@ -52,10 +52,9 @@ from devicehub.storage.models import (
     FirmwareRolloutGroup,
     FirmwareUpdate,
     FirmwareUpdateEvent,
-    Message,
     utcnow,
 )
-from devicehub.storage.row_locks import lock_account, lock_device_type
+from devicehub.storage.row_locks import lock_accounts, lock_device_type
 from devicehub.v1 import error_pb2 as reasons
 
 log = logging.getLogger(__name__)
@@ -620,11 +619,16 @@ class NotifyPolicy:
     message_ttl: dt.timedelta
 
 
+MAX_PAGES_PER_GROUP = 4
+"""Pages of due updates one turn reads per group, so that devices whose accounts' queues
+are full cannot hold up the rest of the group for ever."""
+
+
 def scheduler_turn(policy: NotifyPolicy, share: int) -> int:
     """One turn of the rollout scheduler: advances every running rollout, then notifies
     up to ``share`` of the devices that are due (``Pace.share``), never more than the pace
-    allows in the last minute; returns how many were notified. On PostgreSQL one process
-    at a time takes a turn (the others skip it)."""
+    allows in the last minute, oldest rollout and group first; returns how many were
+    notified. On PostgreSQL one process at a time takes a turn (the others skip it)."""
     with database.atomic():
         if not firmware_rows.take_scheduler_turn():
             return 0
@@ -634,53 +638,87 @@ def scheduler_turn(policy: NotifyPolicy, share: int) -> int:
         budget = notification_budget(
             share, policy.per_minute, firmware_rows.notified_since(now - PACE_WINDOW)
         )
-        if budget == 0:
-            return 0
-        due = firmware_rows.due_notifications(budget, policy.queue_limit, now)
-        if not due:
-            return 0
-        accounts = sorted({row["account_id"] for row in due if row["account_id"] is not None})
-        for account_id in accounts:  # in id order, as every other writer of a queue
-            lock_account(account_id)
-        room = {
-            account_id: policy.queue_limit - pending
-            for account_id, pending in firmware_rows.pending_messages(accounts, now).items()
-        }
-        notified: list[int] = []
-        notes: list[str] = []
-        for row in due:
-            account_id = row["account_id"]
-            if account_id is None:
-                notified.append(row["update_id"])
-                notes.append("device not bound: no message sent")
-                continue
-            if room.setdefault(account_id, policy.queue_limit) <= 0:
-                continue  # the account's queue is full: a later turn
-            room[account_id] -= 1
-            _send_firmware_message(row, account_id, now, policy.message_ttl)
+        notified = 0
+        started_groups = (
+            FirmwareRolloutGroup.select(FirmwareRolloutGroup, FirmwareRollout)
+            .join(FirmwareRollout)
+            .where(
+                (FirmwareRollout.state == "running")
+                & FirmwareRolloutGroup.state.in_(("running", "succeeded"))
+            )
+            .order_by(FirmwareRollout.id, FirmwareRolloutGroup.position)
+        )
+        for group in started_groups if budget else ():
+            package = firmware.find_package(group.rollout.package_id)
+            after_id = 0
+            for _ in range(MAX_PAGES_PER_GROUP):
+                if notified >= budget:
+                    break
+                due = firmware_rows.due_updates(
+                    group.rollout_id, group.position, after_id, budget - notified
+                )
+                if not due:
+                    break
+                notified += _notify(due, package, policy, now)
+                after_id = due[-1]["update_id"]
+        metrics.FIRMWARE_NOTIFICATIONS.inc(notified)
+        return notified
+
+
+def _notify(
+    due: list[dict[str, Any]], package: FirmwarePackage, policy: NotifyPolicy, now: dt.datetime
+) -> int:
+    """Notifies the due updates whose account has room in its message queue (the others
+    wait for a later turn); returns how many."""
+    accounts = sorted({row["account_id"] for row in due if row["account_id"] is not None})
+    lock_accounts(accounts)  # in id order, as every other writer of a queue
+    pending = firmware_rows.pending_messages(accounts, now)
+    room = {account_id: policy.queue_limit - pending.get(account_id, 0) for account_id in accounts}
+    notified: list[int] = []
+    notes: list[str] = []
+    messages: list[tuple[int, str]] = []
+    for row in due:
+        account_id = row["account_id"]
+        if account_id is None:
             notified.append(row["update_id"])
-            notes.append("")
-        firmware_rows.mark_notified(notified, notes, now)
-        metrics.FIRMWARE_NOTIFICATIONS.inc(len(notified))
-        return len(notified)
+            notes.append("device not bound: no message sent")
+            continue
+        if room[account_id] <= 0:
+            continue  # the account's queue is full: a later turn
+        room[account_id] -= 1
+        messages.append((account_id, json.dumps(_firmware_payload(row["device_id"], package))))
+        notified.append(row["update_id"])
+        notes.append("")
+    _send(messages, now, policy.message_ttl)
+    firmware_rows.mark_notified(notified, notes, now)
+    return len(notified)
 
 
-def _send_firmware_message(row: dict, account_id: int, now: dt.datetime, ttl: dt.timedelta) -> None:
-    payload = {
-        "device_id": row["device_id"],
-        "package_id": row["package_id"],
-        "version": row["version"],
-        "size_bytes": row["size_bytes"],
-        "sha256": row["sha256"],
-        "download_path": firmware.download_path(row["package_id"]),
+def _firmware_payload(device_id: int, package: FirmwarePackage) -> dict[str, Any]:
+    """The ``firmware`` message for one device (MessagePayload's firmware fields)."""
+    return {
+        "device_id": device_id,
+        "package_id": package.id,
+        "version": package.version,
+        "size_bytes": package.size_bytes,
+        "sha256": package.sha256,
+        "download_path": firmware.download_path(package.id),
     }
-    message = Message.create(
-        account=account_id,
-        sender=None,
-        type="firmware",
-        payload=json.dumps(payload),
-        created_at=now,
-        expires_at=now + ttl,
+
+
+def _send(messages: list[tuple[int, str]], now: dt.datetime, ttl: dt.timedelta) -> None:
+    """Stores the messages (one statement) and announces them to every server process at
+    commit (one NOTIFY statement), as ``messaging`` does for one."""
+    stored = message_rows.insert_messages("firmware", messages, now, now + ttl)
+    notify_many_at_commit(
+        CHANNEL,
+        [
+            notify_payload(
+                messaging.event(
+                    message_id, account_id, "firmware", json.loads(payload), now, now + ttl
+                )
+            )
+            for message_id, account_id, payload in stored
+        ],
     )
-    notify_at_commit(CHANNEL, notify_payload(messaging.as_dict(message)))
-    metrics.MESSAGES.labels("queued").inc()
+    metrics.MESSAGES.labels("queued").inc(len(stored))

@@ -217,6 +217,12 @@ def notify_at_commit(channel: str, payload: str) -> None:
         execute("SELECT pg_notify(%s, %s)", (channel, payload))
 
 
+def notify_many_at_commit(channel: str, payloads: Sequence[str]) -> None:
+    """``notify_at_commit`` for many payloads, in one statement."""
+    if is_postgres() and payloads:
+        execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", (channel, list(payloads)))
+
+
 def start_executor(pool_size: int) -> None:
     """Starts the thread pool that runs database work; one thread per pooled connection."""
     global _executor

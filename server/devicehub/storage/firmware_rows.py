@@ -111,9 +111,12 @@ def insert_updates(
         reason_cases.append(f"WHEN ranked.firmware_version IN {operand} THEN %s")
         reason_params += [*params, reason]
     not_ended, not_ended_params = _text_set(NOT_ENDED)
+    # Uncorrelated, so that it is read once, before the first row is inserted: a per-row
+    # lookup could be planned as a scan of the table this statement grows (quadratic: 165 s
+    # for 100,000 devices, against 2 s now).
     reason_cases.append(
-        "WHEN EXISTS (SELECT 1 FROM firmware_update other WHERE other.device_id = ranked.id "
-        f"AND other.rollout_id <> %s AND other.state IN {not_ended}) THEN 'in_another_rollout'"
+        "WHEN ranked.id IN (SELECT other.device_id FROM firmware_update other "
+        f"WHERE other.rollout_id <> %s AND other.state IN {not_ended}) THEN 'in_another_rollout'"
     )
     reason_params += [rollout_id, *not_ended_params]
     cursor = execute(
@@ -216,27 +219,20 @@ def take_scheduler_turn() -> bool:
 _SCHEDULER_LOCK_KEY = 0x6677726F6C6C  # "fwroll"
 
 
-def due_notifications(limit: int, queue_limit: int, now: dt.datetime) -> list[dict[str, Any]]:
-    """Up to ``limit`` queued updates whose group has started in a running rollout, oldest
-    first, with the account the device is bound to (``None``: unbound). Updates of an
-    account whose message queue is full are passed over, so they cannot hold up the rest.
+def due_updates(
+    rollout_id: int, group_position: int, after_id: int, limit: int
+) -> list[dict[str, Any]]:
+    """Up to ``limit`` queued updates of one group after ``after_id``, oldest first, each
+    with the account its device is bound to (``None``: unbound): read along the index on
+    (rollout, group, state, id), so a turn costs the same whatever the rollout's size.
     Locked on PostgreSQL (skipping rows another transaction holds)."""
     lock = " FOR UPDATE OF u SKIP LOCKED" if is_postgres() else ""
     cursor = execute(
-        "SELECT u.id AS update_id, u.device_id, u.rollout_id, b.account_id, "
-        "p.id AS package_id, p.version, p.size_bytes, p.sha256 "
-        "FROM firmware_update u "
-        "JOIN firmware_rollout r ON r.id = u.rollout_id "
-        "JOIN firmware_rollout_group g ON g.rollout_id = u.rollout_id "
-        "AND g.position = u.group_position "
-        "JOIN firmware_package p ON p.id = r.package_id "
+        "SELECT u.id AS update_id, u.device_id, b.account_id FROM firmware_update u "
         "LEFT JOIN binding b ON b.device_id = u.device_id "
-        "WHERE u.state = 'queued' AND r.state = 'running' AND g.state IN ('running', 'succeeded') "
-        "AND (b.account_id IS NULL OR (SELECT count(*) FROM message m "
-        "WHERE m.account_id = b.account_id AND m.state IN ('queued', 'delivered') "
-        "AND m.expires_at > %s) < %s) "
-        f"ORDER BY u.id LIMIT %s{lock}",
-        [now, queue_limit, limit],
+        "WHERE u.rollout_id = %s AND u.group_position = %s AND u.state = 'queued' "
+        f"AND u.id > %s ORDER BY u.id LIMIT %s{lock}",
+        [rollout_id, group_position, after_id, limit],
     )
     return named_rows(cursor)
 
@@ -264,6 +260,14 @@ def mark_notified(update_ids: Sequence[int], reasons: Sequence[str], now: dt.dat
         f"WHERE id IN {operand}",
         [now, now, *params],
     )
+    if is_postgres():  # one statement (psycopg2's executemany is a statement per row)
+        execute(
+            "INSERT INTO firmware_update_event (update_id, state, reason, created_at) "
+            "SELECT t.update_id, 'notified', t.reason, %s "
+            "FROM unnest(%s::integer[], %s::text[]) AS t (update_id, reason)",
+            [now, array_literal(update_ids), list(reasons)],
+        )
+        return
     execute_many(
         "INSERT INTO firmware_update_event (update_id, state, reason, created_at) "
         "VALUES (%s, 'notified', %s, %s)",
