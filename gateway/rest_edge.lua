@@ -13,6 +13,7 @@
 --   * a response marked with devicehub-rest-body gets that literal JSON as its body;
 --   * a successful DELETE becomes 204 with an empty body;
 --   * a download the server answers with a Content-Range (a Range request) becomes 206;
+--   * a firmware upload's Content-Length goes to the server as devicehub-body-length;
 --   * the earlier devlog body, a bare JSON array, is wrapped as {"log_arrays": [...]}
 --     so both documented shapes reach DevlogService.UploadDevlogs;
 --   * every error message is valid UTF-8 (invalid bytes become U+FFFD) and at most
@@ -33,10 +34,12 @@ local ERROR_REASON_TRAILER = "devicehub-error-reason"
 local HTTP_STATUS_TRAILER = "devicehub-http-status"
 local REQUEST_ID_HEADER = "x-request-id"
 local CONTENT_RANGE_HEADER = "content-range"
+local BODY_LENGTH_HEADER = "devicehub-body-length"
 
 local REST = "devicehub.rest"
 local LEGACY_ARRAY_PATHS = { ["/api/v1/lux/device/devlog"] = "log_arrays" }
 local STREAM_PATHS = { ["/api/device/messages/stream"] = true }
+local UPLOAD_PATHS = { ["/api/device/firmware/packages"] = true }
 local MAX_MESSAGE_BYTES = 512
 -- Request headers beyond this many bytes (Envoy's own default limit) get 431 here, in the
 -- documented shape; the codec's limit (max_request_headers_kb in envoy.yaml) is higher,
@@ -193,6 +196,14 @@ function envoy_on_request(request_handle)
   -- The SSE stream and the WebSocket channel (the stream and WebSocket clusters' limits).
   if STREAM_PATHS[bare_path] or bare_path:match("^/api/device/messages/%d+$") then
     meta:set(REST, "stream", "1")
+  end
+  -- A firmware upload streams to the server, which must know the size the client sent
+  -- (the transcoder drops Content-Length): a body cut short then stores nothing.
+  if method == "POST" and UPLOAD_PATHS[bare_path] then
+    local length = headers:get("content-length")
+    if length ~= nil then
+      headers:replace(BODY_LENGTH_HEADER, length)
+    end
   end
   local array_field = LEGACY_ARRAY_PATHS[bare_path]
   if method == "POST" and array_field ~= nil then

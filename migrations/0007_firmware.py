@@ -2,7 +2,9 @@
 
 A package's bytes are stored as fixed-size chunks (``firmware_chunk``), so every server
 process and host can serve any range of them without reading the whole binary. An update
-is one device in one rollout; ``firmware_update_event`` keeps every state it entered.
+is one device in one rollout; ``firmware_update_event`` keeps every state it entered. A
+group keeps the counts its success and error thresholds are judged by (kept by each report
+that ends an update, recounted by the scheduler).
 Deleting a device deletes its updates; a package used by a rollout cannot be deleted.
 """
 
@@ -55,7 +57,11 @@ CREATE TABLE firmware_rollout_group (
     percent INTEGER NOT NULL,
     device_count INTEGER NOT NULL,
     state VARCHAR(16) NOT NULL,
-    started_at TIMESTAMP NULL
+    started_at TIMESTAMP NULL,
+    skipped_count INTEGER NOT NULL DEFAULT 0,
+    canceled_count INTEGER NOT NULL DEFAULT 0,
+    updated_count INTEGER NOT NULL DEFAULT 0,
+    failed_count INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX firmware_rollout_group_rollout_id_position
     ON firmware_rollout_group (rollout_id, position);

@@ -48,7 +48,7 @@ def upload_grpc(
     version: str,
     data: bytes,
     chunk: int = 64 * 1024,
-    **fields: str,
+    **fields: object,
 ) -> firmware_pb2.FirmwarePackage:
     stub = firmware_pb2_grpc.FirmwareServiceStub(stack.channel())
 

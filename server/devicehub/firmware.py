@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import peewee
@@ -90,6 +90,9 @@ class PackageUpload:
     release_notes: str = ""
     min_version: str = ""
     size: int = 0
+    # What the client declared of the whole binary (None, "": nothing).
+    expected_size: int | None = None
+    expected_sha256: str = ""
     _digest: hashlib._Hash = field(default_factory=hashlib.sha256)
     # The bytes as they will be stored: full chunks, and the start of the next one.
     _chunks: list[bytes] = field(default_factory=list)
@@ -109,10 +112,19 @@ class PackageUpload:
         if self.min_version and semver.Version.parse(self.min_version).compare(self.version) > 0:
             raise InvalidArgument("min_version must not be above version")
 
-    def announce(self, total: int) -> None:
-        """A declared total size (REST Content-Length): refused at once if too large."""
-        if total > self.max_bytes:
-            raise self._too_large()
+    def expect(self, size: int | None, sha256: str = "") -> None:
+        """What the client declares of the whole binary: its size (REST: Content-Length),
+        refused at once if over the limit, and its SHA-256. ``store`` checks both."""
+        if size is not None:
+            if size < 0:
+                raise InvalidArgument("size_bytes must not be negative")
+            if size > self.max_bytes:
+                raise self._too_large()
+            self.expected_size = size
+        sha256 = sha256.strip().lower()
+        if sha256 and (len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256)):
+            raise InvalidArgument("sha256 must be 64 hex digits")
+        self.expected_sha256 = sha256
 
     def add(self, data: bytes) -> None:
         self.size += len(data)
@@ -139,9 +151,21 @@ class PackageUpload:
         if _package_exists(self.device_type_id, self.version):
             raise _version_taken(self.version)
 
-    def store(self) -> FirmwarePackage:
+    def store(self, abandoned: Callable[[], bool] = lambda: False) -> FirmwarePackage:
+        """Writes the package in one transaction, rolled back if ``abandoned()`` says,
+        just before the commit, that the client gave the upload up."""
+        if self.expected_size is not None and self.size != self.expected_size:
+            raise InvalidArgument(
+                f"The upload ended after {self.size} of its {self.expected_size} bytes: "
+                "nothing was stored"
+            )
         if self.size == 0:
             raise InvalidArgument("The firmware package is empty")
+        if self.expected_sha256 and self._digest.hexdigest() != self.expected_sha256:
+            raise InvalidArgument(
+                f"The upload's SHA-256 is {self._digest.hexdigest()}, not the "
+                f"{self.expected_sha256} declared: nothing was stored"
+            )
         chunks = [*self._chunks, bytes(self._tail)] if self._tail else self._chunks
         with database.atomic():
             self.check_free()
@@ -167,6 +191,8 @@ class PackageUpload:
             ]
             for start in range(0, len(rows), 16):
                 FirmwareChunk.insert_many(rows[start : start + 16]).execute()
+            if abandoned():
+                raise InvalidArgument("The upload was canceled before its end: nothing was stored")
         return get_package(self.caller, package.id)
 
 

@@ -347,14 +347,13 @@ def _advance(rollout: FirmwareRollout, now: dt.datetime) -> None:
         .where(FirmwareRolloutGroup.rollout == rollout.id)
         .order_by(FirmwareRolloutGroup.position)
     )
-    counts = firmware_rows.state_counts(rollout.id)
     state = "running"
     for group in groups:
         if group.state == "pending":
             group.state, group.started_at = "running", now
             group.save()
         outcome = group_outcome(
-            counts.get(group.position, {}), rollout.success_threshold, rollout.error_threshold
+            _threshold_counts(group), rollout.success_threshold, rollout.error_threshold
         )
         # A group before the last that ended below the success threshold can never let
         # the next one start: the rollout stops, as over the error threshold.
@@ -380,6 +379,18 @@ def _advance(rollout: FirmwareRollout, now: dt.datetime) -> None:
         ).execute()
         metrics.FIRMWARE_ROLLOUTS_ENDED.labels(state).inc()
         log.info("firmware rollout %d is %s", rollout.id, state)
+
+
+def _threshold_counts(group: FirmwareRolloutGroup) -> dict[str, int]:
+    """A group's counts as ``group_outcome`` judges them, from the group's own counters
+    (the updates not ended, whatever their state, count as ``queued``)."""
+    counted = {
+        "updated": group.updated_count,
+        "failed": group.failed_count,
+        "skipped": group.skipped_count,
+        "canceled": group.canceled_count,
+    }
+    return {**counted, "queued": max(0, group.device_count - sum(counted.values()))}
 
 
 def list_rollouts(
@@ -426,9 +437,11 @@ def change_rollout(caller: Caller, rollout_id: int, action: str) -> RolloutView:
         ).execute()
         if new_state == "canceled":
             firmware_rows.end_updates(rollout_id, "canceled", "rollout canceled", now)
+            firmware_rows.recount_groups(rollout_id)
             metrics.FIRMWARE_ROLLOUTS_ENDED.labels("canceled").inc()
         elif new_state == "running":
             rollout.state = "running"
+            firmware_rows.recount_groups(rollout_id)
             _advance(rollout, now)
         log.info("firmware rollout %d: %s by account %d", rollout_id, action, caller.account_id)
         return _view(_rollout(rollout_id))
@@ -604,7 +617,8 @@ def report_progress(
         if state == "updated":
             package = firmware.find_package(rollout.package_id)
             firmware.set_installed(device_id, package.id, package.version)
-        if ends:
+        if ends:  # O(1): the group's counters, not a count of its updates
+            firmware_rows.count_ended(rollout.id, update.group_position, state)
             _advance(rollout, now)
         return _update_views([update], history=True)[0]
 
@@ -634,7 +648,9 @@ def scheduler_turn(policy: NotifyPolicy, share: int) -> int:
             return 0
         now = utcnow()
         for rollout in FirmwareRollout.select().where(FirmwareRollout.state == "running"):
-            _advance(_rollout(rollout.id, lock=True), now)
+            locked = _rollout(rollout.id, lock=True)
+            firmware_rows.recount_groups(rollout.id)  # exact again, once per turn
+            _advance(locked, now)
         budget = notification_budget(
             share, policy.per_minute, firmware_rows.notified_since(now - PACE_WINDOW)
         )

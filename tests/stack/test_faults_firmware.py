@@ -63,13 +63,16 @@ def test_a_rest_upload_cut_off_halfway_stores_nothing(stack: Stack):
 
 
 def test_a_grpc_upload_canceled_halfway_stores_nothing(stack: Stack):
+    """grpc.aio ends a canceled client's request stream as if it were complete (and
+    cancels the call only afterwards): the size the first message declares tells a cut
+    stream from a whole one."""
     device_type = fleet(stack, 1).device_type["id"]
     stub = firmware_pb2_grpc.FirmwareServiceStub(stack.channel())
     sent = threading.Event()
 
     def requests():
         yield firmware_pb2.UploadFirmwarePackageRequest(
-            device_type=device_type, version="1.0.0", title="canceled"
+            device_type=device_type, version="1.0.0", title="canceled", size_bytes=2_000_000
         )
         for _ in range(8):
             chunk = firmware_pb2.UploadFirmwarePackageRequest()

@@ -1018,3 +1018,27 @@ def test_what_a_device_runs_is_read_back_by_its_account_and_admins(stack, lux):
     )
     _, stranger = stack.new_user()
     error_body(stack.request("GET", path, stranger), 404, "DEVICE_NOT_FOUND", "Device not found")
+
+
+def test_a_declared_size_and_sha256_are_checked_before_anything_is_stored(stack, admin):
+    """Tooling declares the binary's size and SHA-256 in the first message (REST: the
+    query string; its Content-Length is the size): bytes that disagree store nothing."""
+    device_type = create_type(stack, admin)["id"]
+    data = firmware_bytes(300_000)
+    digest = hashlib.sha256(data).hexdigest()
+    with pytest.raises(grpc.RpcError) as short:
+        upload_grpc(stack, admin, device_type, "1.0.0", data, size_bytes=len(data) + 1)
+    assert short.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "ended after 300000 of its 300001 bytes" in short.value.details()
+    with pytest.raises(grpc.RpcError) as wrong:
+        upload_grpc(stack, admin, device_type, "1.0.0", data, sha256="0" * 64)
+    assert "SHA-256 is " + digest in wrong.value.details()
+    rest = upload_rest(stack, admin, device_type, "1.0.0", data, sha256="f" * 64)
+    assert rest.status_code == 400 and rest.json()["code"] == "INVALID_ARGUMENT", rest.text
+    assert stack.request("GET", PACKAGES, admin, params={"device_type": device_type}).json() == []
+    package = upload_grpc(
+        stack, admin, device_type, "1.0.0", data, size_bytes=len(data), sha256=digest.upper()
+    )
+    assert (package.size_bytes, package.sha256) == (len(data), digest)
+    rest = upload_rest(stack, admin, device_type, "1.0.1", data, sha256=digest)
+    assert rest.status_code == 200 and rest.json()["sha256"] == digest, rest.text

@@ -197,7 +197,7 @@ def test_an_upload_over_the_limit_is_refused():
     upload = firmware.PackageUpload(ADMIN, max_bytes=1000)
     upload.describe(3, "1.0.0", "title", "", "")
     with pytest.raises(InvalidArgument) as announced:
-        upload.announce(1001)
+        upload.expect(1001)  # a declared size (REST: Content-Length) is refused at once
     assert announced.value.reason == error_pb2.ERROR_REASON_FIRMWARE_TOO_LARGE
     upload.add(b"x" * 1000)  # exactly the limit
     with pytest.raises(InvalidArgument) as caught:
@@ -215,3 +215,26 @@ def test_only_admins_upload_and_metadata_is_checked():
         firmware.PackageUpload(ADMIN, 1000).describe(3, "1.0.0", "", "", "")
     with pytest.raises(InvalidArgument, match="device_type"):
         firmware.PackageUpload(ADMIN, 1000).describe(0, "1.0.0", "t", "", "")
+
+
+def test_an_upload_that_ends_short_of_what_was_declared_is_refused():
+    """A stream cut short (a canceled client ends it like a complete one) or bytes that
+    hash otherwise than declared: refused before anything is written."""
+    data = b"firmware" * 1000
+    short = firmware.PackageUpload(ADMIN, max_bytes=1_000_000)
+    short.describe(3, "1.0.0", "title", "", "")
+    short.expect(len(data))
+    short.add(data[:5000])
+    with pytest.raises(InvalidArgument, match="ended after 5000 of its 8000 bytes"):
+        short.store()
+    wrong = firmware.PackageUpload(ADMIN, max_bytes=1_000_000)
+    wrong.describe(3, "1.0.0", "title", "", "")
+    wrong.expect(len(data), "ab" * 32)
+    wrong.add(data)
+    with pytest.raises(InvalidArgument, match="SHA-256 is"):
+        wrong.store()
+    for bad in ("xyz", "ab" * 31, "g" * 64):
+        with pytest.raises(InvalidArgument, match="sha256"):
+            firmware.PackageUpload(ADMIN, 1000).expect(None, bad)
+    with pytest.raises(InvalidArgument, match="negative"):
+        firmware.PackageUpload(ADMIN, 1000).expect(-1)

@@ -55,6 +55,10 @@ async def send_rest_body(
     await context.send_initial_metadata([(REST_BODY_HEADER, literal_json), *headers])
 
 
+# A REST firmware upload's Content-Length, which the transcoder does not pass on: the edge
+# copies it here, so that the server can tell a body cut short from a complete one.
+BODY_LENGTH_HEADER = "devicehub-body-length"
+
 # A REST download's resumable range (RFC 9110 section 14): the request's Range header
 # arrives as metadata; a partial response carries Content-Range, which the edge answers
 # with 206 instead of 200.

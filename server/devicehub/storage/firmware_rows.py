@@ -145,32 +145,61 @@ def insert_first_events(rollout_id: int, now: dt.datetime) -> None:
 
 
 def insert_groups(rollout_id: int, group_percents: Sequence[int]) -> None:
-    """The rollout's groups (all ``pending``), each with its number of devices."""
-    sizes = dict(
-        execute(
-            "SELECT group_position, count(*) FROM firmware_update WHERE rollout_id = %s "
-            "GROUP BY group_position",
-            [rollout_id],
-        ).fetchall()
-    )
+    """The rollout's groups (all ``pending``), each with its number of devices and the
+    counts its thresholds are judged by."""
     for position, percent in enumerate(group_percents):
         execute(
             "INSERT INTO firmware_rollout_group "
             "(rollout_id, position, percent, device_count, state, started_at) "
-            "VALUES (%s, %s, %s, %s, 'pending', NULL)",
-            [rollout_id, position, percent, sizes.get(position, 0)],
+            "VALUES (%s, %s, %s, 0, 'pending', NULL)",
+            [rollout_id, position, percent],
         )
+    recount_groups(rollout_id)
 
 
-def state_counts(rollout_id: int, group: int | None = None) -> dict[int, dict[str, int]]:
-    """Per group position: the number of updates in each state (states with none left out)."""
-    sql = "SELECT group_position, state, count(*) FROM firmware_update WHERE rollout_id = %s"
-    params: list[object] = [rollout_id]
-    if group is not None:
-        sql += " AND group_position = %s"
-        params.append(group)
+def _count_of(states: str) -> str:
+    return (
+        "(SELECT count(*) FROM firmware_update u WHERE u.rollout_id = g.rollout_id "
+        f"AND u.group_position = g.position{states})"
+    )
+
+
+def recount_groups(rollout_id: int) -> None:
+    """Sets every group's counts from its updates (one index range count each): what the
+    reports keep current, made exact again (a deleted device takes its update along)."""
+    counts = {
+        "device_count": "",
+        "skipped_count": " AND u.state = 'skipped'",
+        "canceled_count": " AND u.state = 'canceled'",
+        "updated_count": " AND u.state = 'updated'",
+        "failed_count": " AND u.state = 'failed'",
+    }
+    assignments = ", ".join(f"{column} = {_count_of(states)}" for column, states in counts.items())
+    execute(
+        f"UPDATE firmware_rollout_group AS g SET {assignments} WHERE g.rollout_id = %s",
+        [rollout_id],
+    )
+
+
+def count_ended(rollout_id: int, position: int, state: str) -> None:
+    """Counts one update of the group that ended ``updated`` or ``failed``."""
+    column = {"updated": "updated_count", "failed": "failed_count"}[state]
+    execute(
+        f"UPDATE firmware_rollout_group SET {column} = {column} + 1 "
+        "WHERE rollout_id = %s AND position = %s",
+        [rollout_id, position],
+    )
+
+
+def state_counts(rollout_id: int) -> dict[int, dict[str, int]]:
+    """Per group position: the number of updates in each state (states with none left
+    out), for the progress view."""
     counts: dict[int, dict[str, int]] = {}
-    for position, state, count in execute(sql + " GROUP BY group_position, state", params):
+    for position, state, count in execute(
+        "SELECT group_position, state, count(*) FROM firmware_update WHERE rollout_id = %s "
+        "GROUP BY group_position, state",
+        [rollout_id],
+    ):
         counts.setdefault(position, {})[state] = count
     return counts
 

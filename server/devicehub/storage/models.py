@@ -250,6 +250,12 @@ class FirmwareRolloutGroup(BaseModel):
     device_count = peewee.IntegerField()
     state = peewee.CharField(max_length=16)
     started_at = peewee.DateTimeField(null=True)
+    # What the thresholds are judged by, kept current by the reports that end an update
+    # (O(1) each) and recounted from the updates by the scheduler's turns.
+    skipped_count = peewee.IntegerField(default=0)
+    canceled_count = peewee.IntegerField(default=0)
+    updated_count = peewee.IntegerField(default=0)
+    failed_count = peewee.IntegerField(default=0)
 
 
 class FirmwareUpdate(BaseModel):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 from google.api import httpbody_pb2
 from google.protobuf import empty_pb2
 
@@ -9,6 +12,7 @@ from devicehub import firmware, rollouts
 from devicehub.api import converters
 from devicehub.api.interceptors import current_caller
 from devicehub.api.rest_edge import (
+    BODY_LENGTH_HEADER,
     CONTENT_RANGE_HEADER,
     RANGE_HEADER,
     content_range,
@@ -52,15 +56,26 @@ class FirmwareServicer(firmware_pb2_grpc.FirmwareServiceServicer):
                     request.release_notes,
                     request.min_version,
                 )
-                declared = _header(context, "content-length")
-                if declared.isdigit():
-                    upload.announce(int(declared))
+                declared = _header(context, BODY_LENGTH_HEADER)  # REST: Content-Length
+                size = int(declared) if declared.isascii() and declared.isdigit() else None
+                if size is None and request.size_bytes:
+                    size = request.size_bytes
+                upload.expect(size, request.sha256)
                 await run_db(upload.check_free)
                 described = True
             upload.add(request.data.data)
         if not described:
             raise InvalidArgument("The upload is empty: its first message names the package")
-        return converters.firmware_package(await run_db(upload.store))
+        # A client that cancels mid-upload ends the request stream as if it were complete
+        # (grpc.aio cancels this call only afterwards). A declared size tells for sure; without
+        # one, a cancellation that arrives before the commit drops the package.
+        abandoned = threading.Event()
+        try:
+            stored = await run_db(upload.store, abandoned.is_set)
+        except asyncio.CancelledError:
+            abandoned.set()
+            raise
+        return converters.firmware_package(stored)
 
     async def ListFirmwarePackages(self, request: pb.ListFirmwarePackagesRequest, context):
         page = await run_db(
