@@ -200,10 +200,15 @@ def test_live_delivery_survives_repeated_database_restarts(pg_stack, durable_pg_
                     assert received == expected, (name, modes, received, expected)
                 last = expected[-1]
             print(f"send recovery after restarts (s): {[round(r, 2) for r in recoveries]}")
-            # Both workers LISTEN again, and say they serve.
+            # Both workers LISTEN again, and say they serve: once the readiness probe has
+            # seen the database answer too (a probe that ran into the last restart is
+            # repeated every 0.25 s; before, only after the full 2 s interval).
             assert wait_until(lambda: _listen_connections(durable_pg_cluster, "faults_db") == 2)
             for channel in (first, second):
-                assert health_status(channel) == health_pb2.HealthCheckResponse.SERVING
+                assert wait_until(
+                    lambda c=channel: health_status(c) == health_pb2.HealthCheckResponse.SERVING,
+                    5,
+                )
             # Revocations travel on the same listener: a password change after the
             # restarts ends the old token on both workers.
             response = stack.request(

@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING_CALLS = 20_000
 
+RECOVERY_PROBE_INTERVAL = 0.25
+"""Seconds between readiness probes while the database does not answer."""
+
 MAX_METADATA_BYTES = 256 * 1024
 """Largest request metadata accepted: the edge's own codec limit (max_request_headers_kb)."""
 
@@ -253,12 +256,16 @@ class DevicehubServer:
         """Every ``readiness_interval`` seconds, a query on a pooled connection
         (``storage.probe``): while the database does not answer (an error, or no answer
         within the interval, at least 1 s) health says NOT_SERVING, so a load balancer
-        stops sending calls that could only fail. A probe still waiting is not doubled."""
+        stops sending calls that could only fail. A probe still waiting is not doubled.
+        While the database does not answer it is probed every ``RECOVERY_PROBE_INTERVAL``
+        (if shorter), so that health follows it back within that."""
         interval = self.settings.readiness_interval
         timeout = max(1.0, interval)
         pending: asyncio.Future[None] | None = None
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(
+                interval if self._database_reachable else min(interval, RECOVERY_PROBE_INTERVAL)
+            )
             if pending is None or pending.done():
                 pending = asyncio.ensure_future(db.run_db(check_database))
                 # A probe given up on may fail later: its error is taken, not logged.
