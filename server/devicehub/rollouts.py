@@ -586,6 +586,8 @@ def check_update(caller: Caller, device_id: int) -> Check:
             if rollout.state != "running" or group.state == "pending":
                 return Check(None, None)
             update = _lock_update(update.id)
+            if update.state in ENDED:  # canceled meanwhile
+                return Check(None, None)
             if update.state == "queued":
                 _enter(update, "notified", "checked by the device", utcnow())
         package = firmware.find_package(rollout.package_id)
