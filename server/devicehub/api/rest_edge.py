@@ -31,8 +31,14 @@ HTTP_STATUS_TRAILER = "devicehub-http-status"
 REQUEST_ID_HEADER = "x-request-id"
 
 
+def metadata_value(context: grpc.aio.ServicerContext, name: str) -> str:
+    """The first value of the request metadata ``name`` (a header the edge passed on), or
+    ``""``."""
+    return next((value for key, value in context.invocation_metadata() or () if key == name), "")
+
+
 def is_rest_call(context: grpc.aio.ServicerContext) -> bool:
-    return any(key == REST_CALL_HEADER for key, _ in context.invocation_metadata() or ())
+    return bool(metadata_value(context, REST_CALL_HEADER))
 
 
 async def send_list_metadata(

@@ -17,6 +17,7 @@ from devicehub.api.rest_edge import (
     RANGE_HEADER,
     content_range,
     is_rest_call,
+    metadata_value,
     requested_range,
     send_list_metadata,
 )
@@ -26,10 +27,6 @@ from devicehub.v1 import firmware_pb2 as pb
 from devicehub.v1 import firmware_pb2_grpc
 
 OCTET_STREAM = "application/octet-stream"
-
-
-def _header(context, name: str) -> str:
-    return next((value for key, value in context.invocation_metadata() or () if key == name), "")
 
 
 def _installed(installed: firmware.Installed) -> pb.InstalledFirmware:
@@ -56,7 +53,7 @@ class FirmwareServicer(firmware_pb2_grpc.FirmwareServiceServicer):
                     request.release_notes,
                     request.min_version,
                 )
-                declared = _header(context, BODY_LENGTH_HEADER)  # REST: Content-Length
+                declared = metadata_value(context, BODY_LENGTH_HEADER)  # REST: Content-Length
                 size = int(declared) if declared.isascii() and declared.isdigit() else None
                 if size is None and request.size_bytes:
                     size = request.size_bytes
@@ -113,7 +110,7 @@ class FirmwareServicer(firmware_pb2_grpc.FirmwareServiceServicer):
             ),
         ]
         if is_rest_call(context):
-            asked = requested_range(_header(context, RANGE_HEADER), package.size_bytes)
+            asked = requested_range(metadata_value(context, RANGE_HEADER), package.size_bytes)
             if asked is not None:
                 download = download.within(*asked)
             if download.partial:
