@@ -149,7 +149,7 @@ def two_hosts(tmp_path: Path, database_url: str) -> Iterator[tuple[Stack, list[I
     try:
         for index, host in enumerate(HOSTS):
             data_dir = tmp_path / f"host-{index}"
-            grpc_port, ws_port = free_port(), free_port()
+            grpc_port, ws_port = free_port(host), free_port(host)
             env = {
                 **base,
                 "DEVICEHUB_DATA_DIR": str(data_dir),

@@ -36,10 +36,13 @@ READY_WITHIN = 60.0  # seconds from ``devicehub serve`` to a stack that answers
 STOP_WITHIN = 30.0  # seconds a stopping stack gets to drain before it is killed
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that a server can bind on ``host`` now. Ask on the host the server will
+    listen on: a client socket bound to another loopback address (127.0.0.N, as the
+    throttle tests use) leaves that port in TIME_WAIT there, which blocks a server's bind on
+    that address for a minute but not on 127.0.0.1."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
