@@ -296,8 +296,24 @@ def _visible_devices(caller: Caller | None) -> peewee.ModelSelect[Device]:
     return query
 
 
-def list_devices(caller: Caller, page_size: int = 0, page_token: str = "") -> Page[Device]:
-    return paginate(_visible_devices(caller), Device, page_size, page_token)
+def list_devices(
+    caller: Caller,
+    page_size: int = 0,
+    page_token: str = "",
+    *,
+    batch_id: int = 0,
+    mac_address: str = "",
+) -> Page[Device]:
+    """The devices ``caller`` may see, in id order; only those of batch ``batch_id`` and
+    with ``mac_address`` where given (0 and "" mean any)."""
+    query = _visible_devices(caller)
+    if batch_id:
+        query = query.where(Device.batch == batch_id)
+    if mac_address:
+        query = query.where(
+            Device.mac_address == validation.mac_address("mac_address", mac_address)
+        )
+    return paginate(query, Device, page_size, page_token)
 
 
 def get_device(device_id: int, caller: Caller | None = None) -> Device:
@@ -401,22 +417,9 @@ def mac_for_serial(prefix: list[int], serial: int) -> str:
     return ":".join(f"{octet:02X}" for octet in [*prefix, *suffix])
 
 
-def batch_create_devices(
-    caller: Caller,
-    device_type_id: int,
-    batch_id: int,
-    start_serial: str,
-    count: int,
-    mac_prefix: str,
-) -> list[int]:
-    """Registers ``count`` devices with consecutive serials; returns their ids.
-
-    Serial numbers keep ``start_serial``'s width. Each MAC address is ``mac_prefix``
-    followed by the serial number in hex, so it is derived, unique and reproducible.
-    All or nothing: any collision with an existing device code or MAC address fails
-    the whole call.
-    """
-    require_admin(caller)
+def _serial_range(start_serial: str, count: int, mac_prefix: str) -> list[tuple[str, str]]:
+    """(serial, MAC) of ``count`` devices with consecutive serials from ``start_serial``
+    (its width kept), each MAC ``mac_prefix`` followed by the serial number in hex."""
     if count > MAX_BATCH_CREATE:
         raise InvalidArgument(
             f"count must be at most {MAX_BATCH_CREATE}", reasons.ERROR_REASON_BATCH_TOO_LARGE
@@ -431,6 +434,58 @@ def batch_create_devices(
             f"serial {serials[-1]} does not fit in the {6 - len(prefix)} MAC octets "
             "after mac_prefix; use a shorter prefix"
         )
+    return [(serial, mac_for_serial(prefix, int(serial))) for serial in serials]
+
+
+def _listed_devices(devices: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(serial, MAC) of an explicit list, each validated as CreateDevice does; a serial or
+    MAC address given twice is refused (the whole list would conflict with itself)."""
+    if len(devices) > MAX_BATCH_CREATE:
+        raise InvalidArgument(
+            f"devices must be at most {MAX_BATCH_CREATE}", reasons.ERROR_REASON_BATCH_TOO_LARGE
+        )
+    entries = [
+        (
+            validation.code(f"devices[{i}].serial_number", serial, max_length=MAX_SERIAL_LENGTH),
+            validation.mac_address(f"devices[{i}].mac_address", mac),
+        )
+        for i, (serial, mac) in enumerate(devices)
+    ]
+    for position, name in ((0, "serial_number"), (1, "mac_address")):
+        seen: set[str] = set()
+        for entry in entries:
+            if entry[position] in seen:
+                raise InvalidArgument(f"devices lists {name} {entry[position]} twice")
+            seen.add(entry[position])
+    return entries
+
+
+def batch_create_devices(
+    caller: Caller,
+    device_type_id: int,
+    batch_id: int,
+    start_serial: str,
+    count: int,
+    mac_prefix: str,
+    devices: list[tuple[str, str]] | None = None,
+) -> list[int]:
+    """Registers up to 1000 devices of one batch; returns their ids in the given order.
+
+    Either ``count`` devices with consecutive serials from ``start_serial`` (its width
+    kept), each MAC address ``mac_prefix`` followed by the serial number in hex (derived,
+    unique and reproducible), or ``devices``, an explicit list of (serial, MAC address).
+    All or nothing: any collision with an existing device code or MAC address fails the
+    whole call.
+    """
+    require_admin(caller)
+    if devices:
+        if start_serial or count or mac_prefix:
+            raise InvalidArgument(
+                "give either devices or start_serial, count and mac_prefix, not both"
+            )
+        entries = _listed_devices(devices)
+    else:
+        entries = _serial_range(start_serial, count, mac_prefix)
     with database.atomic():
         device_type, batch = _type_and_batch(device_type_id, batch_id)
         now = utcnow()
@@ -440,14 +495,14 @@ def batch_create_devices(
                 "batch": batch.id,
                 "serial_number": serial,
                 "device_code": device_type.code + serial,
-                "mac_address": mac_for_serial(prefix, int(serial)),
+                "mac_address": mac,
                 "unique_id": str(uuid.uuid4()),
                 "created_at": now,
                 "updated_at": now,
             }
-            for serial in serials
+            for serial, mac in entries
         ]
-        codes = [device_type.code + serial for serial in serials]
+        codes = [row["device_code"] for row in rows]
         macs = [row["mac_address"] for row in rows]
         taken_code = Device.select(Device.device_code).where(Device.device_code.in_(codes))
         if row := taken_code.order_by(Device.device_code).first():

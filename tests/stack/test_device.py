@@ -447,3 +447,216 @@ def test_non_admin_reads_only_devices_bound_to_them(stack, admin, user, catalog)
     assert visible["id"] == device["id"]
     assert visible["is_active"] is True
     assert stack.request("GET", f"/api/device/devices/{device['id']}/", token).json() == visible
+
+
+def _batch_create(stack, admin, body: dict):
+    return stack.request("POST", "/api/device/devices/batch_create/", admin, json=body)
+
+
+def test_batch_create_from_an_explicit_list(stack, admin, catalog):
+    device_type, batch = catalog
+    listed = [
+        {"serial_number": "F-0007", "mac_address": random_mac().lower().replace(":", "-")},
+        {"serial_number": "F-0003", "mac_address": random_mac()},
+    ]
+    response = _batch_create(
+        stack, admin, {"device_type": device_type["id"], "batch": batch["id"], "devices": listed}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["message"] == "成功创建2个设备"
+    ids = response.json()["data"]
+    got = [stack.request("GET", f"/api/device/devices/{i}/", admin).json() for i in ids]
+    # In the order given, each with its own MAC address, normalized as CreateDevice does.
+    assert [d["serial_number"] for d in got] == ["F-0007", "F-0003"]
+    assert [d["mac_address"] for d in got] == [
+        listed[0]["mac_address"].upper().replace("-", ":"),
+        listed[1]["mac_address"],
+    ]
+    assert got[0]["device_code"] == device_type["code"] + "F-0007"
+
+
+@pytest.mark.parametrize(
+    "listed, extra, message",
+    [
+        (
+            [{"serial_number": "00001", "mac_address": "AA"}],
+            {},
+            "devices[0].mac_address must be six hex octets like 00:11:22:33:44:55",
+        ),
+        (
+            [{"serial_number": "0 1", "mac_address": "02:00:00:00:00:01"}],
+            {},
+            None,
+        ),
+        (
+            [
+                {"serial_number": "00001", "mac_address": "02:00:00:00:00:01"},
+                {"serial_number": "00001", "mac_address": "02:00:00:00:00:02"},
+            ],
+            {},
+            "devices lists serial_number 00001 twice",
+        ),
+        (
+            [
+                {"serial_number": "00001", "mac_address": "02:00:00:00:00:01"},
+                {"serial_number": "00002", "mac_address": "02-00-00-00-00-01"},
+            ],
+            {},
+            "devices lists mac_address 02:00:00:00:00:01 twice",
+        ),
+        (
+            [{"serial_number": "00001", "mac_address": "02:00:00:00:00:01"}],
+            {"count": 1},
+            "give either devices or start_serial, count and mac_prefix, not both",
+        ),
+    ],
+)
+def test_batch_create_list_rejects_bad_input(stack, admin, catalog, listed, extra, message):
+    device_type, batch = catalog
+    before = device_count(stack, admin)
+    response = _batch_create(
+        stack,
+        admin,
+        {"device_type": device_type["id"], "batch": batch["id"], "devices": listed, **extra},
+    )
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["status"] == "error" and body["code"] == "INVALID_ARGUMENT"
+    if message is not None:
+        assert body["message"] == message
+    assert device_count(stack, admin) == before
+
+
+def test_batch_create_list_of_more_than_1000_is_refused(stack, admin, catalog):
+    device_type, batch = catalog
+    listed = [
+        {"serial_number": f"{i:05d}", "mac_address": f"02:00:00:00:{i >> 8:02X}:{i & 255:02X}"}
+        for i in range(1001)
+    ]
+    response = _batch_create(
+        stack, admin, {"device_type": device_type["id"], "batch": batch["id"], "devices": listed}
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == "BATCH_TOO_LARGE"
+
+
+def test_batch_create_list_collision_writes_nothing(stack, admin, catalog):
+    device_type, batch = catalog
+    taken = random_mac()
+    first = _batch_create(
+        stack,
+        admin,
+        {
+            "device_type": device_type["id"],
+            "batch": batch["id"],
+            "devices": [{"serial_number": "L1", "mac_address": taken}],
+        },
+    )
+    assert first.status_code == 200, first.text
+    before = device_count(stack, admin)
+    response = _batch_create(
+        stack,
+        admin,
+        {
+            "device_type": device_type["id"],
+            "batch": batch["id"],
+            "devices": [
+                {"serial_number": "L2", "mac_address": random_mac()},
+                {"serial_number": "L3", "mac_address": taken},
+            ],
+        },
+    )
+    assert response.status_code == 409
+    assert response.json()["code"] == "MAC_ADDRESS_TAKEN"
+    assert device_count(stack, admin) == before
+
+
+def test_list_filters_by_batch_and_mac_address(stack, admin, catalog):
+    device_type, batch = catalog
+    other_batch = create_batch(stack, admin, device_type["id"])
+    ids = _batch_create(
+        stack,
+        admin,
+        {
+            "device_type": device_type["id"],
+            "batch": batch["id"],
+            "start_serial": "00001",
+            "count": 5,
+            "mac_prefix": random_mac()[:8],
+        },
+    ).json()["data"]
+    other = _batch_create(
+        stack,
+        admin,
+        {
+            "device_type": device_type["id"],
+            "batch": other_batch["id"],
+            "start_serial": "00100",
+            "count": 2,
+            "mac_prefix": random_mac()[:8],
+        },
+    ).json()["data"]
+    assert [
+        d["id"] for d in list_all(stack, f"/api/device/devices/?batch={batch['id']}", admin)
+    ] == ids
+    # Paged, the filter holds on every page.
+    paged, token = [], ""
+    while True:
+        page = stack.request(
+            "GET",
+            "/api/device/devices/",
+            admin,
+            params={"batch": batch["id"], "page_size": 2, "page_token": token},
+        )
+        paged += [d["id"] for d in page.json()]
+        token = page.headers.get("x-next-page-token", "")
+        if not token:
+            break
+    assert paged == ids
+    target = stack.request("GET", f"/api/device/devices/{other[1]}/", admin).json()
+    found = stack.request(
+        "GET",
+        "/api/device/devices/",
+        admin,
+        params={"mac_address": target["mac_address"].lower().replace(":", "-")},
+    )
+    assert found.status_code == 200
+    assert [d["id"] for d in found.json()] == [other[1]]
+    # Both filters at once: that MAC is not in the first batch.
+    both = stack.request(
+        "GET",
+        "/api/device/devices/",
+        admin,
+        params={"batch": batch["id"], "mac_address": target["mac_address"]},
+    )
+    assert both.json() == []
+    bad = stack.request("GET", "/api/device/devices/", admin, params={"mac_address": "nope"})
+    assert bad.status_code == 400
+    assert bad.json()["code"] == "INVALID_ARGUMENT"
+
+
+def test_list_filters_over_grpc_and_for_a_bound_account(stack, admin, user, catalog):
+    device_type, batch = catalog
+    ids = _batch_create(
+        stack,
+        admin,
+        {
+            "device_type": device_type["id"],
+            "batch": batch["id"],
+            "start_serial": "00001",
+            "count": 3,
+            "mac_prefix": random_mac()[:8],
+        },
+    ).json()["data"]
+    device = stack.request("GET", f"/api/device/devices/{ids[0]}/", admin).json()
+    stub = device_pb2_grpc.DeviceServiceStub(stack.channel())
+    response = stub.ListDevices(
+        pb.ListDevicesRequest(mac_address=device["mac_address"]), metadata=metadata(admin)
+    )
+    assert [d.id for d in response.devices] == [ids[0]]
+    # A stranger finds nothing by MAC address: the filter never widens what one may see.
+    _, user_token = user
+    stranger = stub.ListDevices(
+        pb.ListDevicesRequest(mac_address=device["mac_address"]), metadata=metadata(user_token)
+    )
+    assert list(stranger.devices) == []

@@ -16,7 +16,12 @@ from devicehub.v1 import device_pb2_grpc
 class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
     async def ListDevices(self, request: pb.ListDevicesRequest, context):
         page = await run_db(
-            catalog.list_devices, current_caller(), request.page_size, request.page_token
+            catalog.list_devices,
+            current_caller(),
+            request.page_size,
+            request.page_token,
+            batch_id=request.batch,
+            mac_address=request.mac_address,
         )
         await send_list_metadata(context, "devices", page.next_page_token)
         return pb.ListDevicesResponse(
@@ -45,6 +50,7 @@ class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
             request.start_serial,
             request.count,
             request.mac_prefix,
+            [(device.serial_number, device.mac_address) for device in request.devices],
         )
         return pb.BatchCreateDevicesResponse(
             status="success", message=f"成功创建{len(ids)}个设备", data=ids
