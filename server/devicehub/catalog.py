@@ -502,8 +502,8 @@ def batch_create_devices(
             }
             for serial, mac in entries
         ]
-        codes = [row["device_code"] for row in rows]
-        macs = [row["mac_address"] for row in rows]
+        codes = [device_type.code + serial for serial, _ in entries]
+        macs = [mac for _, mac in entries]
         taken_code = Device.select(Device.device_code).where(Device.device_code.in_(codes))
         if row := taken_code.order_by(Device.device_code).first():
             raise _taken(_DEVICE_CODE_KEY, row.device_code)
