@@ -525,7 +525,17 @@ ENDPOINTS = [
         ),
     ),
     Endpoint("DELETE", "/api/device/device-batches/{id}/", "admin"),
-    Endpoint("GET", "/api/device/devices/", "admin", query=page_query, writes=False),
+    Endpoint(
+        "GET",
+        "/api/device/devices/",
+        "admin",
+        query=lambda w: {
+            **page_query(w),
+            "batch": st.sampled_from([str(w.batch_id), *QUERY_VALUES]),
+            "mac_address": st.sampled_from([random_mac(), *QUERY_VALUES]),
+        },
+        writes=False,
+    ),
     Endpoint(
         "POST",
         "/api/device/devices/",
@@ -547,6 +557,12 @@ ENDPOINTS = [
             start_serial=texts("00001", "9" * 40),
             count=ints(1000, 1001),
             mac_prefix=texts("00:11", "00:11:22:33:44"),
+            devices=value(
+                st.lists(
+                    obj(serial_number=texts(unique("S")), mac_address=texts(random_mac())),
+                    max_size=3,
+                )
+            ),
         ),
     ),
     Endpoint("GET", "/api/device/devices/{id}/", "user", writes=False),
