@@ -16,6 +16,8 @@
 --   * a firmware upload's Content-Length goes to the server as devicehub-body-length;
 --   * the earlier devlog body, a bare JSON array, is wrapped as {"log_arrays": [...]}
 --     so both documented shapes reach DevlogService.UploadDevlogs;
+--   * a body without a required boolean (REQUIRED_BOOLEANS) is refused with 400: the
+--     server cannot tell it from false (proto3 bools have no presence);
 --   * every error message is valid UTF-8 (invalid bytes become U+FFFD) and at most
 --     MAX_MESSAGE_BYTES long, whatever the request echoed into it;
 --   * a 5xx body also names the request id Envoy gave the request ("request_id"), for a
@@ -40,6 +42,12 @@ local REST = "devicehub.rest"
 local LEGACY_ARRAY_PATHS = { ["/api/v1/lux/device/devlog"] = "log_arrays" }
 local STREAM_PATHS = { ["/api/device/messages/stream"] = true }
 local UPLOAD_PATHS = { ["/api/device/firmware/packages"] = true }
+-- The REQUIRED bool fields of request bodies, by method and path (without its trailing
+-- slash): left out or null, one would reach the server as false, which SetAccountAdmin
+-- would apply (revoking an admin). So the body must give the key true or false.
+local REQUIRED_BOOLEANS = {
+  { method = "PUT", path = "^/api/v1/accounts/[^/]+/admin$", key = "is_admin" },
+}
 local MAX_MESSAGE_BYTES = 512
 -- Request headers beyond this many bytes (Envoy's own default limit) get 431 here, in the
 -- documented shape; the codec's limit (max_request_headers_kb in envoy.yaml) is higher,
@@ -205,6 +213,21 @@ function envoy_on_request(request_handle)
       headers:replace(BODY_LENGTH_HEADER, length)
     end
   end
+  -- Reads the body: after every change of the request headers, which are sent on then.
+  for _, rule in ipairs(REQUIRED_BOOLEANS) do
+    if method == rule.method and bare_path:match(rule.path) then
+      local body = request_handle:body()
+      local text = body ~= nil and body:getBytes(0, body:length()) or ""
+      local given = '"' .. rule.key .. '"%s*:%s*'
+      if not (text:find(given .. "true") or text:find(given .. "false")) then
+        -- The body below is final. (Objects taken before body() are out of scope now.)
+        request_handle:streamInfo():dynamicMetadata():set(REST, "answered", "1")
+        request_handle:respond({[":status"] = "400", ["content-type"] = "application/json"},
+          error_body(style, rule.key .. " is required: true or false", "INVALID_ARGUMENT"))
+        return
+      end
+    end
+  end
   local array_field = LEGACY_ARRAY_PATHS[bare_path]
   if method == "POST" and array_field ~= nil then
     local body = request_handle:body()
@@ -230,7 +253,7 @@ end
 
 function envoy_on_response(response_handle)
   local rest = response_handle:streamInfo():dynamicMetadata():get(REST)
-  if rest == nil then
+  if rest == nil or rest["answered"] ~= nil then
     return
   end
   local headers = response_handle:headers()

@@ -20,6 +20,15 @@ if ! command -v systemd-analyze >/dev/null; then
 fi
 export DEVICEHUB_REQUIRE_SYSTEMD_ANALYZE=1
 
+# Headless Chromium and its WebDriver render the API docs page (tests/stack/test_docs_page.py),
+# which then fails rather than skips without them.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  echo "==> installing chromium and chromium-driver (the API docs page's browser test)"
+  (apt-get install -y -q chromium chromium-driver ||
+    (apt-get update -q && apt-get install -y -q chromium chromium-driver)) >/dev/null
+fi
+export DEVICEHUB_REQUIRE_CHROMIUM=1
+
 echo "==> PostgreSQL server"
 .venv/bin/python -c 'from devicehub.testing.pgcluster import ensure_pg_installed; print(ensure_pg_installed())'
 
@@ -49,6 +58,7 @@ echo "==> ruff / mypy"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy server/devicehub
+.venv/bin/mypy clients/python/src
 
 echo "==> import contracts"
 .venv/bin/lint-imports --no-cache --no-logo

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from devicehub import binding, metrics
+from devicehub import binding, metrics, validation
 from devicehub.errors import InvalidArgument
 from devicehub.pagination import decode_cursor, split_page
 from devicehub.security import Caller
@@ -62,6 +62,7 @@ def list_samples(
     """Samples ``start <= ts < end`` (no upper bound for ``end`` 0) recorded while the
     device was used by the caller's child; returns ``(samples, next_page_token)``."""
     binding.own_child(caller, child_id, missing_is_404=True)
+    validation.positive_id("device_id", device_id)  # 0: left out, which names no device
     if page_size < 0 or start < 0 or end < 0:
         raise InvalidArgument("page_size, start and end must not be negative")
     size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)

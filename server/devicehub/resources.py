@@ -1,8 +1,9 @@
 """Where the package finds the files it needs besides its modules, in a checkout and installed.
 
-Those files are the Envoy template (``envoy.yaml``), the REST edge's Lua filter
-(``gateway/rest_edge.lua``), the schema migrations (``migrations/``) and what codegen
-derives from ``proto/``: the ``devicehub.v1`` stubs and Envoy's descriptor set.
+Those files are the Envoy template (``envoy.yaml``), the REST edge's Lua filter and API
+docs page (``gateway/``), the schema migrations (``migrations/``) and what codegen
+derives from ``proto/``: the ``devicehub.v1`` stubs, Envoy's descriptor set and the OpenAPI
+document.
 
 The repository keeps the first three at its top level, where they are edited and where
 ``envoy.yaml`` works as-is. So that a wheel is self-contained, its build step (``setup.py``)
@@ -15,7 +16,7 @@ two layouts, told apart by ``bundled/`` alone:
   effect without reinstalling.
 
 The generated code sits in ``devicehub/v1/`` in both layouts (codegen writes the descriptor
-set beside the stubs), so it needs no such choice.
+set and the OpenAPI document beside the stubs), so it needs no such choice.
 
 This module is the only one that knows these locations, and it imports no other devicehub
 module, so every layer (storage for the migrations, runtime for Envoy) may use it.
@@ -24,10 +25,17 @@ module, so every layer (storage for the migrations, runtime for Envoy) may use i
 from __future__ import annotations
 
 from importlib.resources import files
+from importlib.util import find_spec
 from pathlib import Path
 
 # Repository paths (files or directories) that a wheel carries in devicehub/bundled/.
-BUNDLED_PATHS = ("envoy.yaml", "gateway/rest_edge.lua", "migrations")
+BUNDLED_PATHS = (
+    "envoy.yaml",
+    "gateway/rest_edge.lua",
+    "gateway/docs.html",
+    "gateway/docs.js",
+    "migrations",
+)
 
 
 def _package_dir() -> Path:
@@ -41,6 +49,8 @@ def _package_dir() -> Path:
 
 PACKAGE_DIR = _package_dir()
 DESCRIPTOR_SET = PACKAGE_DIR / "v1" / "devicehub.pb"
+# The OpenAPI document of the REST surface, which codegen writes beside the descriptor set.
+OPENAPI_DOCUMENT = PACKAGE_DIR / "v1" / "openapi.json"
 BUNDLED_DIR = PACKAGE_DIR / "bundled"
 # In a checkout the package is server/devicehub.
 CHECKOUT_ROOT = PACKAGE_DIR.parents[1]
@@ -52,3 +62,16 @@ MIGRATIONS_DIR = _DATA_ROOT / "migrations"
 # A checkout keeps its data (SQLite file, secret, rendered Envoy config) in its own var/;
 # an installed package has none (config.default_data_dir then picks a per-user directory).
 CHECKOUT_DATA_DIR = None if BUNDLED_DIR.is_dir() else CHECKOUT_ROOT / "var"
+
+
+# The API docs page (GET /api/docs, served by Envoy: envoy.yaml) is ours, bundled like the
+# Lua filter; the Swagger UI files it loads come from the swagger-ui-py package, found
+# without importing it (it would import its web-framework adapters). None when that package
+# is missing: only Envoy needs it (runtime/gateway.py says so), not migrations or workers.
+DOCS_PAGE = _DATA_ROOT / "gateway" / "docs.html"
+_swagger_ui = find_spec("swagger_ui")
+SWAGGER_UI_DIR = (
+    Path(next(iter(_swagger_ui.submodule_search_locations))) / "static"
+    if _swagger_ui is not None and _swagger_ui.submodule_search_locations
+    else None
+)

@@ -369,6 +369,16 @@ def test_reading_with_a_nonexistent_child_is_404(stack, lux):
     assert answer(response) == (404, {"detail": "Not Found User"})
 
 
+def test_reading_without_a_device_is_400(stack, lux):
+    """``device_id`` is required (tests/stack/test_openapi_conformance.py found a read
+    without one answered with an empty page)."""
+    refused = (400, {"detail": "device_id is required and must be a positive id"})
+    assert answer(read(stack, lux, device_id=0)) == refused
+    assert answer(read(stack, lux, device_id=-1)) == refused
+    without = stack.request("GET", MOVEMENT, lux.token, params={"real_user_id": lux.child["id"]})
+    assert answer(without) == refused
+
+
 def test_reading_over_grpc_for_another_users_child_is_permission_denied(stack, lux):
     assert answer(upload(stack, lux, samples(9000, 5))) == (200, SAVED)
     _, stranger = stack.new_user()

@@ -134,10 +134,17 @@ def test_installed_wheel_migrates_serves_and_answers(venv, tmp_path):
                 account_pb2.GetMyAccountRequest(), metadata=metadata(token), timeout=10
             )
         assert me.username == account["username"]
+        # The API docs: the document the wheel's build generated, the page it bundled.
+        assert stack.request("GET", "/api/openapi.json").json()["openapi"].startswith("3.1")
+        assert stack.request("GET", "/api/docs").status_code == 200
     finally:
         exit_code = stop_process(process)
     assert exit_code == 0, log_path.read_text()[-4000:]
     # Envoy ran the installed copy of the template and the Lua filter.
     rendered = (data_dir / f"envoy-{serve_env['DEVICEHUB_HTTP_PORT']}.yaml").read_text()
     assert str(Path(package_file).parent / "bundled" / "gateway" / "rest_edge.lua") in rendered
-    assert str(CHECKOUT) not in rendered
+    assert str(Path(package_file).parent / "bundled" / "gateway" / "docs.html") in rendered
+    assert str(Path(package_file).parent / "v1" / "openapi.json") in rendered
+    # Swagger UI's files come from a dependency, here this environment's (in the checkout's
+    # .venv); nothing else from the checkout.
+    assert str(CHECKOUT) not in rendered.replace(sysconfig.get_path("purelib"), "<dependencies>")

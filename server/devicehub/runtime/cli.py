@@ -1,4 +1,4 @@
-"""``devicehub`` command line: serve, gateway, migrate, create-admin."""
+"""``devicehub`` command line: serve, gateway, migrate, create-admin, openapi."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import signal
 import sys
 from typing import Any
 
-from devicehub import accounts
+from devicehub import accounts, resources
 from devicehub.config import Settings, read_secret
 from devicehub.errors import DomainError
 from devicehub.runtime import metrics_endpoint
@@ -50,6 +50,23 @@ def cmd_create_admin(settings: Settings, args: argparse.Namespace) -> int:
         print(f"error: {error.message}", file=sys.stderr)
         return 1
     print(f"created admin account {account.username!r} (id {account.id})")
+    return 0
+
+
+def cmd_openapi(settings: Settings, args: argparse.Namespace) -> int:
+    """Prints the OpenAPI document codegen wrote (its bytes: the document is UTF-8, whatever
+    the terminal's locale)."""
+    try:
+        document = resources.OPENAPI_DOCUMENT.read_bytes()
+    except FileNotFoundError:
+        print(
+            f"error: no {resources.OPENAPI_DOCUMENT}: generate it with "
+            "`python -m devicehub.runtime.codegen` (scripts/bootstrap.sh does)",
+            file=sys.stderr,
+        )
+        return 1
+    sys.stdout.buffer.write(document)
+    sys.stdout.flush()
     return 0
 
 
@@ -174,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         help="the password (default: $DEVICEHUB_ADMIN_PASSWORD, else asked for)",
     )
     admin.set_defaults(run=cmd_create_admin)
+    openapi = commands.add_parser(
+        "openapi", help="print the OpenAPI 3.1 document of the REST API (JSON)"
+    )
+    openapi.set_defaults(run=cmd_openapi)
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     configure_logging(settings, "serve")

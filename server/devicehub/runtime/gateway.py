@@ -3,8 +3,8 @@
 ``envoy.yaml`` at the repository root is a complete config for the default ports, run
 from the repository root. ``render_config`` adapts a copy to the settings: the listen
 port, the admin socket, the gRPC upstreams, the limits, absolute paths for the
-descriptor set and the Lua filter, and the transcoded services (every ``devicehub.v1``
-service in the descriptor).
+descriptor set, the Lua filter and the API docs' files, and the transcoded services (every
+``devicehub.v1`` service in the descriptor).
 
 Rules:
 
@@ -18,6 +18,8 @@ Rules:
 - The admin interface is a Unix socket of mode 0600, never a TCP port.
 - With ``DEVICEHUB_TLS_CERT_FILE``/``_KEY_FILE`` the listener serves TLS only
   (``tls_transport_socket``); the hops behind it (the workers' sockets) stay plaintext.
+- The API docs (``GET /api/openapi.json``, ``GET /api/docs`` and the page's files) are
+  files that Envoy answers itself, never passed to a server (``serve_api_docs``).
 """
 
 from __future__ import annotations
@@ -31,14 +33,21 @@ import resource
 import shutil
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 from google.protobuf import descriptor_pb2
 
 from devicehub.config import Settings
-from devicehub.resources import DESCRIPTOR_SET, ENVOY_TEMPLATE, LUA_FILTER
+from devicehub.resources import (
+    DESCRIPTOR_SET,
+    DOCS_PAGE,
+    ENVOY_TEMPLATE,
+    LUA_FILTER,
+    OPENAPI_DOCUMENT,
+    SWAGGER_UI_DIR,
+)
 from devicehub.runtime.addresses import worker_address
 from devicehub.runtime.supervision import (
     RestartPolicy,
@@ -205,6 +214,45 @@ def use_upstreams(config: dict[str, Any], settings: Settings) -> None:
         }
 
 
+# The directories envoy.yaml's API docs routes name their files in (relative to the
+# repository root, where the template runs as-is) and where this installation has them.
+TEMPLATE_DOCS_DIRS = {
+    "server/devicehub/v1": OPENAPI_DOCUMENT.parent,
+    "gateway": DOCS_PAGE.parent,
+    ".venv/lib/python3.11/site-packages/swagger_ui/static": SWAGGER_UI_DIR,
+}
+
+
+def serve_api_docs(config: dict[str, Any]) -> None:
+    """Points the API docs routes (direct responses from files) at this installation's
+    files: the OpenAPI document codegen writes, the page (``gateway/docs.html``, ``docs.js``)
+    and Swagger UI's files from the swagger-ui-py package.
+
+    Envoy reads them as it loads the config; a missing one stops start-up here, saying what
+    to do, rather than in Envoy's words.
+    """
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    for host in manager["typed_config"]["route_config"]["virtual_hosts"]:
+        for route in host["routes"]:
+            body = route.get("direct_response", {}).get("body", {})
+            if "filename" not in body:
+                continue
+            template_path = PurePosixPath(body["filename"])
+            directory = TEMPLATE_DOCS_DIRS[str(template_path.parent)]
+            if directory is None:
+                raise SystemExit(
+                    "swagger-ui-py, a dependency of devicehub, is not installed (the API docs "
+                    "page loads Swagger UI from it); in a checkout, run scripts/bootstrap.sh"
+                )
+            path = directory / template_path.name
+            if not path.is_file():
+                raise SystemExit(
+                    f"{path} not found (the API docs serve it); in a checkout, run "
+                    "scripts/bootstrap.sh: it generates the OpenAPI document"
+                )
+            body["filename"] = str(path)
+
+
 def render_config(settings: Settings) -> str:
     config = yaml.safe_load(ENVOY_TEMPLATE.read_text())
     config["admin"]["address"] = {
@@ -245,6 +293,7 @@ def render_config(settings: Settings) -> str:
     filters[TRANSCODER]["max_request_body_size"] = settings.max_request_bytes
     filters[TRANSCODER]["services"] = transcoded_services()
     filters[LUA]["default_source_code"] = {"filename": str(LUA_FILTER)}
+    serve_api_docs(config)
     render_logs(config, settings)
     return yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
 
