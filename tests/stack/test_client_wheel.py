@@ -25,13 +25,12 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from devicehub import resources
 from devicehub.testing.stack import Stack, start_stack, stop_process
 
+from fresh_clone import fresh_clone, run_step
 from stack_settings import ADMIN_PASSWORD, stack_env
 from worker_processes import alive, wait_until, worker_pids
 
-CHECKOUT = resources.CHECKOUT_ROOT
 SCENARIO = Path(__file__).resolve().parents[1] / "client_scenario.py"
 STEP_TIMEOUT = 300  # seconds for building the wheel, and for installing it
 SCENARIO_WAIT = 120  # seconds the scenario may take to its next line of output
@@ -39,31 +38,14 @@ RUNTIME_DEPENDENCIES = {"grpcio", "protobuf", "googleapis-common-protos", "grpci
 
 
 def _run(argv: list[str | Path], **kwargs) -> str:
-    result = subprocess.run(
-        [str(arg) for arg in argv], capture_output=True, text=True, timeout=STEP_TIMEOUT, **kwargs
-    )
-    assert result.returncode == 0, f"{argv}:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
-
-
-def _fresh_clone(target: Path) -> None:
-    """Copies the files a clone of the working tree has: tracked and untracked ones that
-    .gitignore does not exclude (so no generated stubs, build/ or var/)."""
-    listed = _run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=CHECKOUT
-    )
-    for name in filter(None, listed.split("\0")):
-        source = CHECKOUT / name
-        if source.is_file():  # not a file deleted in the working tree
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            (target / name).write_bytes(source.read_bytes())
+    return run_step(argv, STEP_TIMEOUT, **kwargs)
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("client-wheel")
     source, dist = tmp / "source", tmp / "dist"
-    _fresh_clone(source)
+    fresh_clone(source)
     assert not (source / "clients/python/src/devicehub_client/v1").exists()
     _run(
         [

@@ -21,36 +21,18 @@ from pathlib import Path
 import grpc
 import pytest
 
-from devicehub import resources
 from devicehub.testing.stack import Stack, free_port, stop_process, wait_ready
 from devicehub.v1 import account_pb2, account_pb2_grpc
 
 from api_client import metadata
+from fresh_clone import CHECKOUT, fresh_clone, run_step
 
-CHECKOUT = resources.CHECKOUT_ROOT
 STEP_TIMEOUT = 180  # seconds for each of building, installing and migrating
 READY_WITHIN = 60
 
 
 def _run(argv: list[str | Path], **kwargs) -> str:
-    result = subprocess.run(
-        [str(arg) for arg in argv], capture_output=True, text=True, timeout=STEP_TIMEOUT, **kwargs
-    )
-    assert result.returncode == 0, f"{argv}:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
-
-
-def _fresh_clone(target: Path) -> None:
-    """Copies the files a clone of the working tree has: tracked and untracked ones that
-    .gitignore does not exclude (so no server/devicehub/v1, build/ or var/)."""
-    listed = _run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=CHECKOUT
-    )
-    for name in filter(None, listed.split("\0")):
-        source = CHECKOUT / name
-        if source.is_file():  # not a file deleted in the working tree
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            (target / name).write_bytes(source.read_bytes())
+    return run_step(argv, STEP_TIMEOUT, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +40,7 @@ def venv(tmp_path_factory) -> Path:
     """A virtualenv outside the checkout with the wheel of the working tree installed."""
     tmp = tmp_path_factory.mktemp("wheel")
     source, dist, venv = tmp / "source", tmp / "dist", tmp / "venv"
-    _fresh_clone(source)
+    fresh_clone(source)
     # The build needs setuptools and grpcio-tools, which this environment has: no download.
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     _run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", dist, source])
