@@ -11,7 +11,14 @@ from devicehub.testing.stack import unique
 from devicehub.v1 import device_pb2 as pb
 from devicehub.v1 import device_pb2_grpc
 
-from api_client import create_batch, create_type, list_all, metadata, random_mac
+from api_client import (
+    batch_create_devices,
+    create_batch,
+    create_type,
+    list_all,
+    metadata,
+    random_mac,
+)
 
 DEVICE_KEYS = {
     "id",
@@ -573,29 +580,12 @@ def test_batch_create_list_collision_writes_nothing(stack, admin, catalog):
 
 def test_list_filters_by_batch_and_mac_address(stack, admin, catalog):
     device_type, batch = catalog
-    other_batch = create_batch(stack, admin, device_type["id"])
-    ids = _batch_create(
-        stack,
-        admin,
-        {
-            "device_type": device_type["id"],
-            "batch": batch["id"],
-            "start_serial": "00001",
-            "count": 5,
-            "mac_prefix": random_mac()[:8],
-        },
-    ).json()["data"]
-    other = _batch_create(
-        stack,
-        admin,
-        {
-            "device_type": device_type["id"],
-            "batch": other_batch["id"],
-            "start_serial": "00100",
-            "count": 2,
-            "mac_prefix": random_mac()[:8],
-        },
-    ).json()["data"]
+    ids = batch_create_devices(stack, admin, device_type["id"], batch["id"], 5, random_mac()[:8])
+    other_type = create_type(stack, admin)
+    other_batch = create_batch(stack, admin, other_type["id"])
+    other = batch_create_devices(
+        stack, admin, other_type["id"], other_batch["id"], 2, random_mac()[:8]
+    )
     assert [
         d["id"] for d in list_all(stack, f"/api/device/devices/?batch={batch['id']}", admin)
     ] == ids
@@ -637,17 +627,7 @@ def test_list_filters_by_batch_and_mac_address(stack, admin, catalog):
 
 def test_list_filters_over_grpc_and_for_a_bound_account(stack, admin, user, catalog):
     device_type, batch = catalog
-    ids = _batch_create(
-        stack,
-        admin,
-        {
-            "device_type": device_type["id"],
-            "batch": batch["id"],
-            "start_serial": "00001",
-            "count": 3,
-            "mac_prefix": random_mac()[:8],
-        },
-    ).json()["data"]
+    ids = batch_create_devices(stack, admin, device_type["id"], batch["id"], 3, random_mac()[:8])
     device = stack.request("GET", f"/api/device/devices/{ids[0]}/", admin).json()
     stub = device_pb2_grpc.DeviceServiceStub(stack.channel())
     response = stub.ListDevices(
