@@ -17,7 +17,6 @@ from devicehub import validation
 from devicehub.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, PermissionDenied
 from devicehub.pagination import Page, paginate
 from devicehub.security import Caller
-from devicehub.storage import movement_rows
 from devicehub.storage.db import database
 from devicehub.storage.errors import unique_violation
 from devicehub.storage.models import (
@@ -27,6 +26,7 @@ from devicehub.storage.models import (
     DeviceType,
     Devlog,
     FirmwarePackage,
+    MovementSample,
     utcnow,
 )
 from devicehub.v1 import error_pb2 as reasons
@@ -382,9 +382,10 @@ def delete_device(caller: Caller, device_id: int) -> None:
     require_admin(caller)
     with database.atomic():
         device = get_device(device_id)
-        has_history = Devlog.select().where(
-            Devlog.device == device_id
-        ).exists() or movement_rows.device_has_samples(device_id)
+        has_history = (
+            Devlog.select().where(Devlog.device == device_id).exists()
+            or MovementSample.select().where(MovementSample.device == device_id).exists()
+        )
         if has_history:
             raise Conflict(
                 "Device has usage logs or movement samples",
