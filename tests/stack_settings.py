@@ -69,6 +69,10 @@ def stack_env(
         DEVICEHUB_FIRMWARE_NOTIFY_PER_MINUTE="60000",
         # Every stack runs worker processes, like a production server on a 2-core machine.
         DEVICEHUB_WORKERS="2",
+        # Session stacks keep their tokens for the whole run: with the 15-minute default
+        # they expired mid-run on a loaded machine (every later call 401 TOKEN_EXPIRED).
+        # Tests of expiry issue their own short-lived tokens.
+        DEVICEHUB_ACCESS_TOKEN_TTL="14400",
     )
 
 
