@@ -1,7 +1,10 @@
 """Live message fan-out of MessagingService: S open subscriptions, paced sends, timed receipt.
 
-Subscriber processes (spawn context) hold the subscription streams, about 250 per channel,
-each channel its own HTTP/2 connection. The parent process:
+Subscriber processes (spawn context) hold the subscription streams over one of three
+transports: native gRPC on the server's port (about 250 streams per channel, each channel
+its own HTTP/2 connection), server-sent events through Envoy (HTTP/1.1, a connection per
+stream, httpx) or the WebSocket channel through Envoy (a connection per stream,
+``websockets``). Messages are sent over gRPC whatever the transport. The parent process:
 
 1. learns a start id: it subscribes (as admin) to the first used account, sends it a marker
    message and reads the marker's id back; every stream subscribes with ``after_id`` set to
@@ -21,18 +24,23 @@ each channel its own HTTP/2 connection. The parent process:
    per-stream receipt counts per round and latencies already computed.
 
 Acknowledgement: like a real device, each account acknowledges what it received
-(AckMessages), from one of its streams only, in batches every 0.5 s, so the server's bound
+(AckMessages, ``POST /api/device/messages/ack/`` for SSE, an ``{"ack": [ids]}`` frame for
+the WebSocket), from one of its streams only, in batches every 0.5 s, so the server's bound
 on pending messages per account (100 by default) is never reached however many rounds run.
+Warm-up messages are acknowledged only when the run ends: a stream of the account that is
+reopened (or slow to open) after its sibling received the warm-up still has it replayed.
 
 Deliveries are counted per (stream, round) once; a message that never reached a stream is
 reported in ``lost``, a second copy in ``duplicates``. If ``server_pid`` is given, the
-server's VmRSS is sampled every 0.5 s while the streams are open.
+server's VmRSS is sampled every 0.5 s while the streams are open, and so is Envoy's if
+``edge_pid`` is (SSE is transcoded there).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import multiprocessing
@@ -43,11 +51,15 @@ import secrets
 import time
 from array import array
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import httpx
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from devicehub.v1 import messaging_pb2, messaging_pb2_grpc
 
@@ -60,13 +72,19 @@ STREAMS_PER_CHANNEL = 250
 OPEN_RATE = 1000.0
 OPEN_BATCH = 50
 # A stream that fails with one of these before it received its warm-up message is reopened
-# (after a backoff), at most OPEN_ATTEMPTS times in all: it cannot have missed anything, since
-# a subscription replays every unacknowledged message after ``after_id``. A stream that fails
-# later, or otherwise, is an error.
-OPEN_ATTEMPTS = 5
+# (after a backoff of at most OPEN_BACKOFF_MAX s), at most OPEN_ATTEMPTS times in all: it
+# cannot have missed anything, since a subscription replays every unacknowledged message
+# after ``after_id``. A stream that fails later, or otherwise, is an error. (On a loaded
+# machine Envoy answered about 2% of 5,000 WebSocket handshakes with 503, likely its 1 s
+# connect timeout to the bridge; five attempts within 8 s were not always enough.)
+OPEN_ATTEMPTS = 10
+OPEN_BACKOFF_MAX = 4.0
 RETRIED_CODES = frozenset(
     {grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
 )
+RETRIED_STATUSES = frozenset({429, 499, 502, 503, 504})  # the same, through Envoy
+SSE_PATH = "/api/device/messages/stream/"
+ACK_PATH = "/api/device/messages/ack/"
 MAX_IN_FLIGHT_SENDS = 256
 MAX_IN_FLIGHT_ACKS = 64
 ACK_INTERVAL = 0.5
@@ -146,6 +164,8 @@ class SubscriberJob:
     nonce: str
     rounds: int
     open_rate: float  # new streams per second of this process
+    transport: str = "grpc"  # one of TRANSPORTS
+    edge: str = ""  # the REST edge (Envoy), http://host:port: SSE and WebSocket streams
 
 
 @dataclass
@@ -169,6 +189,178 @@ class SubscriberResult:
     fatal: str = ""
 
 
+# A transport's receive() calls this for every message: (message id, text content).
+Deliver = Callable[[int, str], None]
+
+
+class _GrpcTransport:
+    """Native gRPC ``SubscribeMessages`` on the server's own port: about
+    STREAMS_PER_CHANNEL streams per channel, each channel its own HTTP/2 connection."""
+
+    def __init__(self, job: SubscriberJob) -> None:
+        self.job = job
+        self.channels = [
+            grpc.aio.insecure_channel(job.target, options=CHANNEL_OPTIONS)
+            for _ in range(connections("grpc", len(job.streams)))
+        ]
+        self.stubs = [messaging_pb2_grpc.MessagingServiceStub(c) for c in self.channels]
+        self.calls: dict[int, Any] = {}
+        self.auth = {account: _auth(token) for account, token in job.tokens.items()}
+
+    async def receive(self, slot: int, account: int, deliver: Deliver) -> tuple[str, bool]:
+        request = messaging_pb2.SubscribeMessagesRequest(after_id=self.job.after_id)
+        call = self.stubs[slot % len(self.stubs)].SubscribeMessages(
+            request, metadata=self.auth[account]
+        )
+        self.calls[slot] = call
+        try:
+            async for response in call:
+                if response.WhichOneof("event") == "message":
+                    deliver(response.message.id, response.message.message.content)
+        except grpc.aio.AioRpcError as error:
+            return f"stream {error.code().name}: {error.details()}", error.code() in RETRIED_CODES
+        return "stream ended by the server", False
+
+    async def ack(self, account: int, ids: list[int]) -> str | None:
+        request = messaging_pb2.AckMessagesRequest(ids=ids)
+        try:
+            await self.stubs[account % len(self.stubs)].AckMessages(
+                request, metadata=self.auth[account], timeout=SEND_TIMEOUT
+            )
+        except grpc.aio.AioRpcError as error:
+            return f"ack {error.code().name}: {error.details()}"
+        return None
+
+    async def close(self) -> None:
+        for call in self.calls.values():
+            call.cancel()
+        for channel in self.channels:
+            await channel.close()
+
+
+class _SseTransport:
+    """``GET /api/device/messages/stream/`` through Envoy (server-sent events), one
+    HTTP/1.1 connection per stream like an app's; acknowledged with ``POST
+    /api/device/messages/ack/``. Streams are spread over httpx clients of about
+    STREAMS_PER_CHANNEL connections each: a client's pool walks its connections on every
+    request, so one pool of thousands would cost the subscriber more than the server."""
+
+    def __init__(self, job: SubscriberJob) -> None:
+        self.job = job
+        # No read timeout: a stream is silent between messages (heartbeats every 15 s).
+        timeout = httpx.Timeout(SEND_TIMEOUT, read=None)
+        unbounded = httpx.Limits(max_connections=None, max_keepalive_connections=0)
+        self.clients = [
+            httpx.AsyncClient(base_url=job.edge, limits=unbounded, timeout=timeout)
+            for _ in range(max(1, math.ceil(len(job.streams) / STREAMS_PER_CHANNEL)))
+        ]
+        self.acks = httpx.AsyncClient(
+            base_url=job.edge,
+            limits=httpx.Limits(max_connections=MAX_IN_FLIGHT_ACKS),
+            timeout=SEND_TIMEOUT,
+        )
+        self.headers = {
+            account: {"Authorization": f"Bearer {token}"} for account, token in job.tokens.items()
+        }
+
+    async def receive(self, slot: int, account: int, deliver: Deliver) -> tuple[str, bool]:
+        client = self.clients[slot % len(self.clients)]
+        headers = {**self.headers[account], "Accept": "text/event-stream"}
+        params = {"after_id": str(self.job.after_id)}
+        try:
+            async with client.stream("GET", SSE_PATH, params=params, headers=headers) as response:
+                if response.status_code != 200:
+                    status = response.status_code
+                    return f"stream HTTP {status}", status in RETRIED_STATUSES
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    message = json.loads(line[5:]).get("message")
+                    if message is not None:  # not a heartbeat
+                        deliver(int(message["id"]), message["message"].get("content", ""))
+        except httpx.TransportError as error:
+            # Connection refused or reset: transient like UNAVAILABLE.
+            return f"stream {type(error).__name__}: {error}", True
+        return "stream ended by the server", False
+
+    async def ack(self, account: int, ids: list[int]) -> str | None:
+        try:
+            response = await self.acks.post(
+                ACK_PATH, json={"ids": ids}, headers=self.headers[account]
+            )
+        except httpx.TransportError as error:
+            return f"ack {type(error).__name__}: {error}"
+        return None if response.status_code == 200 else f"ack HTTP {response.status_code}"
+
+    async def close(self) -> None:
+        for client in [*self.clients, self.acks]:
+            await client.aclose()
+
+
+class _WebSocketTransport:
+    """The documented WebSocket channel through Envoy,
+    ``ws://<edge>/api/device/messages/{user_id}/?token=&after_id=``, one connection per
+    stream; acknowledged with an ``{"ack": [ids]}`` frame on the acknowledging stream.
+    The client offers compression, as browsers and app libraries do."""
+
+    def __init__(self, job: SubscriberJob) -> None:
+        self.job = job
+        self.base = job.edge.replace("http://", "ws://", 1)
+        self.sockets: dict[int, ClientConnection] = {}  # account -> its acknowledging stream
+
+    async def receive(self, slot: int, account: int, deliver: Deliver) -> tuple[str, bool]:
+        url = (
+            f"{self.base}/api/device/messages/{account}/"
+            f"?token={self.job.tokens[account]}&after_id={self.job.after_id}"
+        )
+        acks = self.job.streams[slot][1]
+        try:
+            # The server pings idle connections; the client answers and need not ping.
+            async with ws_connect(
+                url, open_timeout=SEND_TIMEOUT, ping_interval=None, close_timeout=2
+            ) as socket:
+                if acks:
+                    self.sockets[account] = socket
+                async for raw in socket:
+                    frame = json.loads(raw)
+                    deliver(int(frame["id"]), frame["message"].get("content", ""))
+            return "closed by the server", False
+        except InvalidStatus as error:
+            status = error.response.status_code
+            return f"handshake HTTP {status}", status in RETRIED_STATUSES
+        except ConnectionClosed as error:
+            return f"closed: {error}", False
+        except (OSError, TimeoutError, InvalidHandshake) as error:
+            return f"connect {type(error).__name__}: {error}", True
+        finally:
+            if acks:
+                self.sockets.pop(account, None)
+
+    async def ack(self, account: int, ids: list[int]) -> str | None:
+        socket = self.sockets.get(account)
+        if socket is None:
+            return "ack: the acknowledging stream is closed"
+        try:
+            await socket.send(json.dumps({"ack": ids}))
+        except ConnectionClosed as error:
+            return f"ack: {error}"
+        return None
+
+    async def close(self) -> None:
+        pass  # each stream's connection closes as its task is cancelled
+
+
+TRANSPORTS = {"grpc": _GrpcTransport, "sse": _SseTransport, "websocket": _WebSocketTransport}
+
+
+def connections(transport: str, streams: int) -> int:
+    """Connections that ``streams`` streams of ``transport`` take: gRPC multiplexes
+    STREAMS_PER_CHANNEL on one; SSE and WebSocket take one each."""
+    if transport == "grpc":
+        return max(1, math.ceil(streams / STREAMS_PER_CHANNEL))
+    return streams
+
+
 class _Subscriber:
     """The streams of one subscriber process and what they received."""
 
@@ -188,8 +380,7 @@ class _Subscriber:
         self.errors: Counter[str] = Counter()
         self.retries: Counter[str] = Counter()
         self.to_ack: dict[int, list[int]] = {}
-        self.calls: list[Any] = [None] * len(job.streams)
-        self.auth = {account: _auth(token) for account, token in job.tokens.items()}
+        self.warmups: dict[int, list[int]] = {}  # acknowledged when the run ends
         self.ack_slots = asyncio.Semaphore(MAX_IN_FLIGHT_ACKS)
         self.acks_done = asyncio.Event()
 
@@ -199,13 +390,16 @@ class _Subscriber:
         self.progress[self.base + FAILED] = self.failed
         self.progress[self.base + DELIVERED] = self.delivered
 
-    def _on_message(self, slot: int, account: int, acks: bool, message: Any, now: float) -> None:
-        parts = message.message.content.split(" ")
+    def _on_message(
+        self, slot: int, account: int, acks: bool, message_id: int, content: str, now: float
+    ) -> None:
+        parts = content.split(" ")
         if len(parts) < 3 or parts[1] != self.job.nonce:
             self.result.foreign += 1
             return
         if acks:
-            self.to_ack.setdefault(account, []).append(message.id)
+            pending = self.warmups if parts[0] == "warmup" else self.to_ack
+            pending.setdefault(account, []).append(message_id)
         if parts[0] == "warmup" and len(parts) == 3:
             if parts[2] != str(account):
                 self.result.misrouted += 1
@@ -233,23 +427,16 @@ class _Subscriber:
             self.result.latencies_ms.append((now - sent) * 1e3)
             self.result.last_receipt = max(self.result.last_receipt, now)
 
-    async def _stream(self, slot: int, stub: messaging_pb2_grpc.MessagingServiceStub) -> None:
+    async def _stream(self, slot: int, transport: Any) -> None:
         """Holds one subscription; reopens it while it has not yet received its warm-up."""
         account, acks = self.job.streams[slot]
-        request = messaging_pb2.SubscribeMessagesRequest(after_id=self.job.after_id)
+
+        def deliver(message_id: int, content: str) -> None:
+            self._on_message(slot, account, acks, message_id, content, time.time())
+
         self.opened += 1
         for attempt in range(1, OPEN_ATTEMPTS + 1):
-            call = stub.SubscribeMessages(request, metadata=self.auth[account])
-            self.calls[slot] = call
-            transient = False
-            try:
-                async for response in call:
-                    if response.WhichOneof("event") == "message":
-                        self._on_message(slot, account, acks, response.message, time.time())
-                reason = "stream ended by the server"
-            except grpc.aio.AioRpcError as error:
-                reason = f"stream {error.code().name}: {error.details()}"
-                transient = error.code() in RETRIED_CODES
+            reason, transient = await transport.receive(slot, account, deliver)
             if self.stopping:
                 return
             if self.warmed[slot] or not transient or attempt == OPEN_ATTEMPTS:
@@ -257,49 +444,44 @@ class _Subscriber:
             # Not established yet (nothing received): nothing can have been missed.
             self.result.open_retries += 1
             self.retries[reason] += 1
-            await asyncio.sleep(0.5 * 2 ** (attempt - 1) * (1 + random.random()))
+            backoff = min(OPEN_BACKOFF_MAX, 0.5 * 2 ** (attempt - 1))
+            await asyncio.sleep(backoff * (1 + random.random()))
         self.failed += 1
         self.errors[reason] += 1
 
-    async def _ack(self, stub: Any, account: int, ids: list[int]) -> None:
+    async def _ack(self, transport: Any, account: int, ids: list[int]) -> None:
         async with self.ack_slots:
-            try:
-                request = messaging_pb2.AckMessagesRequest(ids=ids)
-                await stub.AckMessages(request, metadata=self.auth[account], timeout=SEND_TIMEOUT)
-            except grpc.aio.AioRpcError as error:
-                self.result.ack_errors += 1
-                self.errors[f"ack {error.code().name}: {error.details()}"] += 1
-            else:
-                self.result.acked += len(ids)
+            error = await transport.ack(account, ids)
+        if error is None:
+            self.result.acked += len(ids)
+        else:
+            self.result.ack_errors += 1
+            self.errors[error] += 1
 
-    async def _flush_acks(self, stubs: list[Any]) -> None:
+    async def _flush_acks(self, transport: Any) -> None:
         batches, self.to_ack = self.to_ack, {}
-        await asyncio.gather(
-            *(self._ack(stubs[a % len(stubs)], a, ids) for a, ids in batches.items())
-        )
+        await asyncio.gather(*(self._ack(transport, a, ids) for a, ids in batches.items()))
 
-    async def _ack_loop(self, stubs: list[Any]) -> None:
+    async def _ack_loop(self, transport: Any) -> None:
         """Acknowledges every ACK_INTERVAL; once ``acks_done`` is set, a last time."""
         while not self.acks_done.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.acks_done.wait(), ACK_INTERVAL)
-            await self._flush_acks(stubs)
-        await self._flush_acks(stubs)  # what arrived during the last one
+            await self._flush_acks(transport)
+        for account, ids in self.warmups.items():
+            self.to_ack.setdefault(account, []).extend(ids)
+        await self._flush_acks(transport)  # what arrived during the last one, the warm-ups
 
     async def run(self) -> SubscriberResult:
         _raise_open_files_limit()
         count = len(self.job.streams)
-        channels = [
-            grpc.aio.insecure_channel(self.job.target, options=CHANNEL_OPTIONS)
-            for _ in range(max(1, math.ceil(count / STREAMS_PER_CHANNEL)))
-        ]
-        stubs = [messaging_pb2_grpc.MessagingServiceStub(channel) for channel in channels]
+        transport = TRANSPORTS[self.job.transport](self.job)
         tasks: list[asyncio.Task[None]] = []
-        acker = asyncio.create_task(self._ack_loop(stubs))
+        acker = asyncio.create_task(self._ack_loop(transport))
         try:
             for first in range(0, count, OPEN_BATCH):
                 for slot in range(first, min(count, first + OPEN_BATCH)):
-                    tasks.append(asyncio.create_task(self._stream(slot, stubs[slot % len(stubs)])))
+                    tasks.append(asyncio.create_task(self._stream(slot, transport)))
                 self._publish()
                 await asyncio.sleep(OPEN_BATCH / self.job.open_rate)
             while not self.stop.is_set():
@@ -311,14 +493,10 @@ class _Subscriber:
         finally:
             self.stopping = True
             acker.cancel()
-            for call in self.calls:
-                if call is not None:
-                    call.cancel()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            for channel in channels:
-                await channel.close()
+            await transport.close()
         self.result.counts = bytes(self.counts)
         self.result.stream_errors = self.failed
         self.result.error_codes = dict(self.errors)
@@ -551,16 +729,38 @@ def _plan(
     return plan
 
 
+@dataclass
+class _Route:
+    """Where the streams go: ``transport`` (one of TRANSPORTS) to the gRPC ``target`` or
+    the REST ``edge``."""
+
+    transport: str
+    target: str
+    edge: str
+
+
 def _jobs(
-    plan: _Plan, target: str, processes: int, after_id: int, nonce: str, rounds: int
+    plan: _Plan, route: _Route, processes: int, after_id: int, nonce: str, rounds: int
 ) -> list[SubscriberJob]:
     jobs = []
     total = len(plan.streams)
     for p in range(processes):
         chunk = plan.streams[p * total // processes : (p + 1) * total // processes]
         tokens = {account: plan.tokens[account] for account, _ in chunk}
+        rate = OPEN_RATE / processes
         jobs.append(
-            SubscriberJob(p, target, tokens, chunk, after_id, nonce, rounds, OPEN_RATE / processes)
+            SubscriberJob(
+                p,
+                route.target,
+                tokens,
+                chunk,
+                after_id,
+                nonce,
+                rounds,
+                rate,
+                route.transport,
+                route.edge,
+            )
         )
     return jobs
 
@@ -575,22 +775,26 @@ class _Run:
     rss_start: float | None = None
     rss_max: float | None = None
     rss_end: float | None = None
+    edge_rss_max: float | None = None
     open_seconds: float = 0.0
     ready_seconds: float = 0.0
     drain_seconds: float = 0.0
     results: list[SubscriberResult] = field(default_factory=list)
 
 
-async def _sample_rss(pid: int, run: _Run) -> None:
+async def _sample_rss(pid: int | None, edge_pid: int | None, run: _Run) -> None:
     while True:
-        rss = read_rss_mb(pid)
+        rss = read_rss_mb(pid) if pid is not None else None
         if rss is not None:
             run.rss_max = rss if run.rss_max is None else max(run.rss_max, rss)
+        edge = read_rss_mb(edge_pid) if edge_pid is not None else None
+        if edge is not None:
+            run.edge_rss_max = edge if run.edge_rss_max is None else max(run.edge_rss_max, edge)
         await asyncio.sleep(RSS_INTERVAL)
 
 
 async def _drive(
-    target: str,
+    route: _Route,
     admin_token: str,
     plan: _Plan,
     *,
@@ -598,11 +802,12 @@ async def _drive(
     rounds: int,
     send_rate: float,
     server_pid: int | None,
+    edge_pid: int | None,
 ) -> _Run:
     run = _Run()
     nonce = secrets.token_hex(6)
     admin = _auth(admin_token)
-    channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+    channel = grpc.aio.insecure_channel(route.target, options=CHANNEL_OPTIONS)
     stub = messaging_pb2_grpc.MessagingServiceStub(channel)
     sampler: asyncio.Task[None] | None = None
     subscribers: _Subscribers | None = None
@@ -612,12 +817,12 @@ async def _drive(
         after_id = await _start_id(stub, admin, first, plan.tokens[first], nonce)
         if server_pid is not None:
             run.rss_start = read_rss_mb(server_pid)
-        run.jobs = _jobs(plan, target, processes, after_id, nonce, rounds)
+        run.jobs = _jobs(plan, route, processes, after_id, nonce, rounds)
         subscribers = _Subscribers(run.jobs)
         started = time.perf_counter()
         subscribers.start()
-        if server_pid is not None:
-            sampler = asyncio.create_task(_sample_rss(server_pid, run))
+        if server_pid is not None or edge_pid is not None:
+            sampler = asyncio.create_task(_sample_rss(server_pid, edge_pid, run))
         await subscribers.wait_for(OPENED, len(plan.streams), OPEN_TIMEOUT, "streams to open")
         run.open_seconds = time.perf_counter() - started
 
@@ -676,30 +881,38 @@ def run(
     send_rate: float,
     processes: int,
     server_pid: int | None = None,
-) -> dict[str, float | None]:
+    transport: str = "grpc",
+    edge: str = "",
+    edge_pid: int | None = None,
+) -> dict[str, float | str | None]:
     """Holds ``streams`` subscriptions from ``processes`` processes and measures the
     send-to-receipt latency of ``rounds`` paced rounds of one message per used account.
 
     ``accounts`` are (account id, bearer token) pairs with a bound device each; the first
-    ``ceil(streams / streams_per_account)`` are used. ``admin_token`` sends the messages.
+    ``ceil(streams / streams_per_account)`` are used. ``admin_token`` sends the messages,
+    over gRPC to ``target``; the streams subscribe over ``transport`` (one of TRANSPORTS),
+    to ``target`` for gRPC, through the REST ``edge`` (http://host:port) otherwise.
     Raises ValueError for an impossible plan and RuntimeError when the streams do not open
     or do not all receive their warm-up message in time (with the counts reached).
     """
     if rounds < 1 or send_rate <= 0:
         raise ValueError("rounds and send_rate must be positive")
+    if transport not in TRANSPORTS or (transport != "grpc" and not edge):
+        raise ValueError(f"transport {transport!r} (edge {edge!r})")
     plan = _plan(accounts, streams, streams_per_account, processes)
     _raise_open_files_limit()
     began = time.perf_counter()
     cpu_began = _cpu_seconds()
     figures = asyncio.run(
         _drive(
-            target,
+            _Route(transport, target, edge),
             admin_token,
             plan,
             processes=processes,
             rounds=rounds,
             send_rate=send_rate,
             server_pid=server_pid,
+            edge_pid=edge_pid,
         )
     )
     total_seconds = time.perf_counter() - began
@@ -748,7 +961,8 @@ def run(
         "streams": streams,
         "accounts": len(plan.accounts),
         "processes": processes,
-        "channels": sum(max(1, math.ceil(len(j.streams) / STREAMS_PER_CHANNEL)) for j in jobs),
+        "transport": transport,
+        "connections": sum(connections(transport, len(j.streams)) for j in jobs),
         "rounds": rounds,
         "messages": len(sends.ok),
         "expected_deliveries": expected,
@@ -772,6 +986,7 @@ def run(
         "send_lag_max_ms": sends.max_lag_ms,
         "server_rss_start_mb": figures.rss_start,
         "server_rss_mb": figures.rss_max,
+        "edge_rss_mb": figures.edge_rss_max,
         "server_rss_end_mb": figures.rss_end,
         "server_rss_per_stream_kb": rss_growth,
         "acked": sum(r.acked for r in figures.results),

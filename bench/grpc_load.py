@@ -56,6 +56,23 @@ def _caller(scenario: str, channel: grpc.aio.Channel, params: dict[str, Any], sl
             )
 
         return home, 1
+    if scenario == "movement_range":
+        stub_r = movement_pb2_grpc.MovementServiceStub(channel)
+        readers = params["readers"]  # (token, child id, device id) of seeded devices
+        start, end = params["start"], params["end"]
+        turn = [slot * 7919]
+
+        def range_read():
+            turn[0] += 1
+            token, child_id, device_id = readers[(turn[0] * 2654435761) % len(readers)]
+            return stub_r.ListMovementSamples(
+                movement_pb2.ListMovementSamplesRequest(
+                    device_id=device_id, real_user_id=child_id, start=start, end=end
+                ),
+                metadata=(("authorization", f"Bearer {token}"),),
+            )
+
+        return range_read, 1
     token, child_id, device_id, unique_id = params["devices"][slot % len(params["devices"])]
     auth = (("authorization", f"Bearer {token}"),)
     sequence = [0]
@@ -93,8 +110,10 @@ def _caller(scenario: str, channel: grpc.aio.Channel, params: dict[str, Any], sl
             movement_data=[movement_pb2.MovementSample(val=i % 100) for i in range(size)],
         )
 
+        first_ts = params["first_ts"]  # distinct per run and device, in a kept week
+
         def upload():
-            base = 1_800_000_000 + first_id + sequence[0] * size
+            base = first_ts + sequence[0] * size
             sequence[0] += 1
             for i, sample in enumerate(movement_request.movement_data):
                 sample.timestamp = base + i

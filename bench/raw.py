@@ -2,7 +2,7 @@
 
 Each of P processes writes batches in their own transactions for a fixed time, like the
 service does per request: devlog rows with a set-based ``INSERT ... SELECT FROM unnest``,
-movement samples with ``COPY``.
+movement samples with ``COPY`` into the baseline table, the row layout with its key.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import time
 
 import psycopg2
 from grpc_load import LoadResult
+from seed import MOVEMENT_BASELINE
 
 _DEVLOG_INSERT = (
     "INSERT INTO devlog (device_id, child_id, log_file_id, treatment_date, finish_flag,"
@@ -58,7 +59,7 @@ def _movement(url: str, device_id: int, child_id: int, batch: int, duration: flo
             t0 = time.perf_counter()
             with connection.cursor() as cursor:
                 cursor.copy_expert(
-                    "COPY movement_sample (device_id, ts, val, child_id) FROM STDIN",
+                    f"COPY {MOVEMENT_BASELINE} (device_id, ts, val, child_id) FROM STDIN",
                     io.StringIO(data),
                 )
             connection.commit()

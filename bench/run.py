@@ -16,8 +16,15 @@ the data set (bulk SQL), then measures, each for ``--duration`` seconds:
    1 -> N speed-up;
 7. fan-out: 1,000 and 5,000 subscription streams held by one server process, a text
    message to every subscribed account per round; delivery latency and server memory;
+   then 5,000 server-sent-event streams through Envoy and 5,000 WebSocket streams, alike;
 8. growth: the data set grown to 10x, home screen and ingestion (and their baselines)
-   again; the cost per request as a ratio to the 1x figure.
+   again; the cost per request as a ratio to the 1x figure;
+9. the embedded default, SQLite: a smaller data set seeded into a SQLite file and the
+   stack on it; stack limit, home screen and devlog ingestion again.
+
+The cluster runs with PostgreSQL's durable settings (fsync, synchronous_commit,
+full_page_writes on), as a production database does; ``--fast-unsafe`` switches them off
+for quick local runs, and the table's header says which settings a run used.
 
 Prints a table and writes it as JSON. Usage: ``scripts/bench.sh [--scale 1] [--duration 10]``.
 """
@@ -45,10 +52,11 @@ import fanout
 import grpc_load
 import raw
 import seed
+import sqlite_seed
 import wrk
 
 from devicehub.security import Caller, TokenSigner
-from devicehub.testing.pgcluster import ThrowawayCluster
+from devicehub.testing.pgcluster import DEFAULT_SETTINGS, DURABLE_SETTINGS, ThrowawayCluster
 from devicehub.testing.stack import DEVICEHUB, Stack, serve_env, start_stack
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,6 +69,7 @@ FULL = {
     "devlogs": 200_000,
     "movement": 10_000_000,
 }
+SQLITE = "_sqlite"  # suffix of the figures measured on the embedded default
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -81,17 +90,26 @@ def summary(result: grpc_load.LoadResult) -> dict[str, float]:
 
 
 class Bench:
-    """The cluster, the seeded data set and the server under test, for one run."""
+    """The database (``backend``: postgresql or sqlite), the seeded data set and the server
+    under test, for one run; figures go to ``results``."""
 
-    def __init__(self, args: argparse.Namespace, pg: ThrowawayCluster, work: Path) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        backend: str,
+        database_url: str,
+        work: Path,
+        results: dict[str, dict],
+    ) -> None:
         self.args = args
-        self.pg = pg
+        self.backend = backend
+        self.database_url = database_url
         self.work = work
-        self.env = serve_env(work, pg.url, SECRET, DEVICEHUB_ACCESS_TOKEN_TTL=str(24 * 3600))
+        self.env = serve_env(work, database_url, SECRET, DEVICEHUB_ACCESS_TOKEN_TTL=str(24 * 3600))
         self.grpc_target = f"127.0.0.1:{self.env['DEVICEHUB_GRPC_PORT']}"
         self.rest = f"http://127.0.0.1:{self.env['DEVICEHUB_HTTP_PORT']}"
         self.signer = TokenSigner(SECRET, 24 * 3600, 24 * 3600)
-        self.results: dict[str, dict] = {}
+        self.results = results
         self.stream_holds: dict[int, dict] = {}
         self.accounts: list[int] = []
         self.bound: list[tuple[int, int, int, str]] = []
@@ -103,10 +121,16 @@ class Bench:
         }
         self.wrk_load = {"duration": args.duration, "threads": 2, "connections": 32}
 
+    def migrate(self) -> None:
+        subprocess.run([DEVICEHUB, "migrate"], env=self.env, check=True, capture_output=True)
+
     def seed(self, sizes: dict[str, int], part: int) -> None:
         started = time.perf_counter()
-        dataset = seed.seed(self.pg.url, **sizes, part=part)
-        self.sql("CHECKPOINT")  # the load's dirty pages written now, not while measuring
+        if self.backend == "sqlite":
+            dataset = sqlite_seed.seed(self.database_url, **sizes)
+        else:
+            dataset = seed.seed(self.database_url, **sizes, part=part)
+            self.sql("CHECKPOINT")  # the load's dirty pages written now, not while measuring
         self.accounts += dataset.accounts
         self.bound += dataset.bound
         print(f"seeded {sizes} in {time.perf_counter() - started:.0f} s", flush=True)
@@ -119,7 +143,7 @@ class Bench:
     def start_server(self, workers: int) -> None:
         self.stop_server()
         env = {**self.env, "DEVICEHUB_WORKERS": str(workers)}
-        self.server = start_stack("postgresql", env, self.work / "serve.log")
+        self.server = start_stack(self.backend, env, self.work / "serve.log")
 
     def stop_server(self) -> None:
         if self.server is not None:
@@ -134,6 +158,7 @@ class Bench:
         if self.args.profile is None or self.server is None:
             yield
             return
+        postgresql = self.backend == "postgresql"
         self.args.profile.mkdir(parents=True, exist_ok=True)
         output = self.args.profile / f"{name}.txt"
         command = [
@@ -150,7 +175,8 @@ class Bench:
             "--output",
             str(output),
         ]
-        self.sql(STATEMENT_STATS_RESET)
+        if postgresql:
+            self.sql(STATEMENT_STATS_RESET)
         spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             yield
@@ -158,11 +184,11 @@ class Bench:
             spy.send_signal(signal.SIGINT)
             spy.wait(60)
             top = profile_summary(output.read_text()) if output.exists() else "no samples\n"
-            statements = statement_summary(self.sql(STATEMENT_STATS))
+            statements = statement_summary(self.sql(STATEMENT_STATS)) if postgresql else ""
             (self.args.profile / f"{name}.top.txt").write_text(top + "\n" + statements)
 
     def sql(self, query: str) -> list[tuple]:
-        with psycopg2.connect(self.pg.url) as connection, connection.cursor() as cursor:
+        with psycopg2.connect(self.database_url) as connection, connection.cursor() as cursor:
             cursor.execute(query)
             return cursor.fetchall() if cursor.description else []
 
@@ -190,7 +216,7 @@ class Bench:
         devices = [(d, c) for a, c, d, u in self.bound[slots + 8 : slots + 16]]
         result = raw.run(
             kind,
-            self.pg.url,
+            self.database_url,
             devices,
             processes=self.args.processes,
             batch=batch,
@@ -221,16 +247,26 @@ class Bench:
             env={"BENCH_TOKENS": str(self.work / "tokens.txt")},
         )
 
-    def ingestion(self, suffix: str, first_id: int) -> None:
-        """Devlog and movement uploads, each beside its raw baseline; ``first_id`` keeps
-        the ids and timestamps of a later run clear of an earlier one's."""
+    def upload_params(self, first_id: int) -> dict:
+        """The gRPC uploaders' devices (one per caller slot); ``first_id`` keeps the ids
+        and timestamps of a later run clear of an earlier one's."""
         slots = self.args.processes * self.args.concurrency
         devices = [(self.token(a), c, d, u) for a, c, d, u in self.bound[:slots]]
+        return {"devices": devices, "first_id": first_id}
+
+    def devlog(self, suffix: str, first_id: int) -> None:
+        """100-record devlog uploads over gRPC."""
+        params = {**self.upload_params(first_id), "batch": 100}
+        self.grpc_run(f"devlog_grpc{suffix}", "devlog", params)
+
+    def ingestion(self, suffix: str, first_id: int) -> None:
+        """Devlog and movement uploads, each beside its raw baseline."""
+        slots = self.args.processes * self.args.concurrency
         wrk_devices = self.bound[slots : slots + 8]
         devices_file = self.work / "devices.txt"
         devices_file.write_text("".join(f"{self.token(a)} {c} {d}\n" for a, c, d, u in wrk_devices))
-        params = {"devices": devices, "first_id": first_id}
-        self.grpc_run(f"devlog_grpc{suffix}", "devlog", {**params, "batch": 100})
+        params = self.upload_params(first_id)
+        self.devlog(suffix, first_id)
         self.raw_run(f"devlog_raw_insert{suffix}", "devlog", 100, 50_000_000 + first_id)
         self.grpc_run(f"movement_grpc{suffix}", "movement", {**params, "batch": 1000})
         self.wrk_run(
@@ -273,10 +309,15 @@ class Bench:
         self.stream_holds[streams] = {**opened, **closed}
         print(f"sse_{streams}: {self.stream_holds[streams]}", flush=True)
 
-    def fan_out(self, streams: int) -> None:
+    def fan_out(self, streams: int, transport: str = "grpc") -> None:
+        """``streams`` subscriptions over ``transport`` (gRPC to the server, SSE and
+        WebSocket through Envoy), messages sent over gRPC; with one worker, the server
+        process holds them all."""
         assert self.server is not None
         subscribers = sorted({a for a, _, _, _ in self.bound})
-        with self.profiled(f"fanout_{streams}"):
+        name = f"fanout_{streams}" if transport == "grpc" else f"fanout_{transport}_{streams}"
+        server_pid = self.server.process.pid
+        with self.profiled(name):
             figures = fanout.run(
                 self.grpc_target,
                 self.token(self.accounts[0], admin=True),
@@ -286,9 +327,66 @@ class Bench:
                 rounds=self.args.fanout_rounds,
                 send_rate=self.args.fanout_rate,
                 processes=self.args.processes,
-                server_pid=self.server.process.pid,
+                server_pid=server_pid,
+                transport=transport,
+                edge=self.rest,
+                edge_pid=child_pid(server_pid, "envoy"),
             )
-        self.record(f"fanout_{streams}", figures)
+        self.record(name, figures)
+
+
+def child_pid(parent: int, name: str) -> int | None:
+    """The pid of a child process of ``parent`` whose command name starts with ``name``
+    (Envoy, which ``devicehub serve`` runs), None if there is none."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        command, _, rest = text.partition("(")[2].rpartition(")")
+        if command.startswith(name) and int(rest.split()[1]) == parent:
+            return int(stat.parent.name)
+    return None
+
+
+def sqlite_default(args: argparse.Namespace, results: dict[str, dict]) -> None:
+    """The embedded default (``devicehub serve`` without DEVICEHUB_DATABASE_URL): a
+    SQLite file seeded with a smaller data set (``--sqlite-scale``), the same worker
+    count; stack limit, home screen and devlog uploads, each figure suffixed SQLITE."""
+    work = Path(tempfile.mkdtemp(prefix="devicehub-bench-sqlite-"))
+    database = f"sqlite:///{work / 'devicehub.sqlite3'}"
+    bench = Bench(args, "sqlite", database, work, results)
+    bench.migrate()
+    bench.seed(sqlite_sizes(args), part=0)
+    try:
+        bench.start_server(args.workers)
+        bench.stack_limit_and_home(SQLITE)
+        bench.devlog(SQLITE, first_id=0)
+    finally:
+        bench.stop_server()
+
+
+def data_sizes(args: argparse.Namespace, scale: float) -> dict[str, int]:
+    """FULL at ``scale``, with a device for every load slot and a child per account."""
+    sizes = {key: max(1, int(value * scale)) for key, value in FULL.items()}
+    slots = args.processes * args.concurrency
+    sizes["devices"] = max(sizes["devices"], slots + 16)
+    sizes["children"] = max(sizes["children"], sizes["roots"])
+    return sizes
+
+
+def sqlite_sizes(args: argparse.Namespace) -> dict[str, int]:
+    """The SQLite phase's data set: no movement samples (the movement store's figures are
+    PostgreSQL's)."""
+    sizes = data_sizes(args, args.sqlite_scale)
+    del sizes["movement"]
+    return sizes
+
+
+def postgresql_settings(args: argparse.Namespace) -> dict[str, str]:
+    """The durability settings of the run's cluster."""
+    chosen = DEFAULT_SETTINGS if args.fast_unsafe else DURABLE_SETTINGS
+    return {name: chosen[name] for name in DURABLE_SETTINGS}
 
 
 def main() -> int:
@@ -313,6 +411,20 @@ def main() -> int:
         default=10,
         help="subscription streams per account (a family's devices)",
     )
+    parser.add_argument(
+        "--fanout-sse-streams",
+        type=int,
+        nargs="*",
+        default=[5000],
+        help="stream counts of the fan-out measurements over server-sent events (Envoy)",
+    )
+    parser.add_argument(
+        "--fanout-websocket-streams",
+        type=int,
+        nargs="*",
+        default=[5000],
+        help="stream counts of the fan-out measurements over the WebSocket (Envoy)",
+    )
     parser.add_argument("--fanout-rounds", type=int, default=5, help="messages per account")
     parser.add_argument("--fanout-rate", type=float, default=100.0, help="sends per second")
     parser.add_argument(
@@ -323,6 +435,18 @@ def main() -> int:
         help="SSE streams held through Envoy while unary REST calls are measured",
     )
     parser.add_argument("--growth", type=int, default=10, help="data set factor of growth")
+    parser.add_argument(
+        "--sqlite-scale",
+        type=float,
+        default=0.1,
+        help="data set size factor of the SQLite (embedded default) phase; 0: no such phase",
+    )
+    parser.add_argument(
+        "--fast-unsafe",
+        action="store_true",
+        help="PostgreSQL without fsync, synchronous_commit and full_page_writes: quicker, "
+        "not what a production database gives",
+    )
     parser.add_argument("--json", type=Path, default=REPO / "var" / "bench" / "latest.json")
     parser.add_argument(
         "--profile",
@@ -330,16 +454,14 @@ def main() -> int:
         help="directory for py-spy profiles of the server during each measurement",
     )
     args = parser.parse_args()
-    sizes = {key: max(1, int(value * args.scale)) for key, value in FULL.items()}
-    slots = args.processes * args.concurrency
-    sizes["devices"] = max(sizes["devices"], slots + 16)
-    sizes["children"] = max(sizes["children"], sizes["roots"])
+    sizes = data_sizes(args, args.scale)
     work = Path(tempfile.mkdtemp(prefix="devicehub-bench-"))
 
     # No autovacuum: it would vacuum the freshly loaded 10-100 million rows in the middle
     # of later measurements. Seeding analyzes and checkpoints instead; during the run the
     # tables only grow by the measurements' inserts.
     settings = {
+        **postgresql_settings(args),
         "shared_buffers": "512MB",
         "max_connections": "300",
         "max_wal_size": "4GB",
@@ -348,9 +470,10 @@ def main() -> int:
     if args.profile is not None:
         settings["shared_preload_libraries"] = "pg_stat_statements"
         settings["pg_stat_statements.track_planning"] = "on"
+    results: dict[str, dict] = {}
     with ThrowawayCluster(settings=settings) as pg:
-        bench = Bench(args, pg, work)
-        subprocess.run([DEVICEHUB, "migrate"], env=bench.env, check=True, capture_output=True)
+        bench = Bench(args, "postgresql", pg.url, work, results)
+        bench.migrate()
         if args.profile is not None:
             bench.sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         bench.seed(sizes, part=0)
@@ -367,6 +490,14 @@ def main() -> int:
                 bench.start_server(1)
             for streams in args.fanout_streams:
                 bench.fan_out(streams)
+            # A fresh server process for each: its memory is not returned after a run, so a
+            # later fan-out's RSS would start from the earlier one's high-water mark.
+            for streams in args.fanout_sse_streams:
+                bench.start_server(1)
+                bench.fan_out(streams, "sse")
+            for streams in args.fanout_websocket_streams:
+                bench.start_server(1)
+                bench.fan_out(streams, "websocket")
             if args.growth > 1:
                 bench.stop_server()
                 more = {key: value * (args.growth - 1) for key, value in sizes.items()}
@@ -376,7 +507,9 @@ def main() -> int:
                 bench.ingestion(f"_{args.growth}x", first_id=100_000_000)
         finally:
             bench.stop_server()
-    report = build_report(args, sizes, bench.results, bench.stream_holds)
+    if args.sqlite_scale > 0:
+        sqlite_default(args, results)
+    report = build_report(args, sizes, results, bench.stream_holds)
     print_table(report)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2))
@@ -405,6 +538,12 @@ GROWTH = (
 GROWTH_TARGET = 1.3
 FANOUT_P99_MS = 250.0
 FANOUT_RSS_MB = 400.0
+# SQLite figures: (figure, its baseline), informational ratios (no target).
+SQLITE_RATIOS = (
+    ("home_grpc", "stack_limit_grpc"),
+    ("home_rest", "stack_limit_rest"),
+)
+SQLITE_BESIDE_POSTGRESQL = ("home_grpc", "home_rest", "devlog_grpc")
 
 
 STATEMENT_STATS_RESET = "SELECT pg_stat_statements_reset()"
@@ -483,6 +622,19 @@ def build_report(
             rss = figures["server_rss_mb"]
             check(name, "server RSS MB", rss, FANOUT_RSS_MB, rss < FANOUT_RSS_MB)
             check(name, "deliveries lost", figures["lost"], 0, figures["lost"] == 0)
+            edge_rss = figures["edge_rss_mb"]
+            if figures["transport"] != "grpc" and edge_rss is not None:
+                # SSE is transcoded there, WebSockets relayed: the edge's share of the cost.
+                check(name, "Envoy RSS MB", edge_rss, None, None)
+    for name, base in SQLITE_RATIOS:
+        figure, limit = name + SQLITE, base + SQLITE
+        if figure in results and limit in results:
+            ratio = results[figure]["per_second"] / results[limit]["per_second"]
+            check(figure, f"throughput / {limit}", ratio, None, None)
+    for name in SQLITE_BESIDE_POSTGRESQL:
+        if name + SQLITE in results and name in results:
+            ratio = results[name + SQLITE]["per_second"] / results[name]["per_second"]
+            check(name + SQLITE, f"throughput / {name} on PostgreSQL", ratio, None, None)
     for streams, hold in stream_holds.items():
         name = f"sse_{streams}"
         refused = sum(n for status, n in hold.get("refused", {}).items() if status != "200")
@@ -498,7 +650,12 @@ def build_report(
                 errors = results[figure]["errors"]
                 check(figure, "errors", errors, 0, errors == 0)
     return {
+        "postgresql_settings": {
+            "mode": "fast-unsafe" if args.fast_unsafe else "durable",
+            **postgresql_settings(args),
+        },
         "sizes": sizes,
+        "sqlite_sizes": sqlite_sizes(args) if args.sqlite_scale > 0 else None,
         "workers": args.workers,
         "growth": args.growth,
         "load": {
@@ -512,7 +669,12 @@ def build_report(
 
 
 def print_table(report: dict) -> None:
-    """Markdown tables: every measurement, then every comparison with its target."""
+    """Markdown tables: every measurement, then every comparison with its target; the
+    header line says which PostgreSQL settings the run used."""
+    pg = report["postgresql_settings"]
+    switches = ", ".join(name for name in DURABLE_SETTINGS)
+    state = "on" if pg["mode"] == "durable" else "off: not production figures"
+    print(f"\nPostgreSQL settings: {pg['mode']} ({switches} {state})")
     print("\n| measurement | per second | p50 ms | p99 ms | errors |")
     print("|---|---:|---:|---:|---:|")
     for name, figures in report["results"].items():

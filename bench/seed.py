@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import io
 import random
+import time
 import uuid
 from dataclasses import dataclass
 
 import psycopg2
 
 from devicehub.security import hash_password
+from devicehub.storage.movement_chunks import (
+    PARTITION_SECONDS,
+    WINDOW_SECONDS,
+    partition_name,
+    week_start,
+)
 
 PASSWORD = "bench-password-1"
 
@@ -36,6 +43,62 @@ def _copy(cursor, table: str, columns: tuple[str, ...], rows) -> None:
         buffer.write("\t".join("\\N" if v is None else str(v) for v in row) + "\n")
     buffer.seek(0)
     cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", buffer)
+
+
+MOVEMENT_BASELINE = "movement_sample_baseline"
+"""The row layout the service used before its chunks, with its key and foreign keys: what
+the raw COPY baseline writes to, holding the same samples as the service's store."""
+
+_BASELINE_TABLE = f"""
+CREATE TABLE IF NOT EXISTS {MOVEMENT_BASELINE} (
+    device_id INTEGER NOT NULL REFERENCES device (id) ON DELETE RESTRICT,
+    ts BIGINT NOT NULL,
+    val INTEGER NOT NULL,
+    child_id INTEGER NOT NULL REFERENCES child (id) ON DELETE CASCADE,
+    PRIMARY KEY (device_id, ts)
+)
+"""
+
+
+def movement_start(now: float | None = None) -> int:
+    """The first timestamp of every seeded device's samples: two weeks back, a week the
+    service keeps a partition for."""
+    return week_start(int(time.time() if now is None else now)) - 2 * PARTITION_SECONDS
+
+
+def _seed_movement(cursor, devices: list[int], per_device: int) -> None:
+    """``per_device`` consecutive seconds of samples for each device from movement_start():
+    into the service's chunks (one per device and window, built inside PostgreSQL), and the
+    same samples as rows into the baseline table."""
+    first = movement_start()
+    last = first + per_device - 1
+    for week in range(week_start(first), last + 1, PARTITION_SECONDS):
+        cursor.execute(
+            f"CREATE TABLE IF NOT EXISTS {partition_name(week)} PARTITION OF movement_chunk"
+            f" FOR VALUES FROM ({week}) TO ({week + PARTITION_SECONDS})"
+        )
+    cursor.execute(
+        "INSERT INTO movement_chunk (device_id, window_start, first_offset, last_offset,"
+        " child_id, sample_count, offsets, vals)"
+        " SELECT b.device_id, w.window_start, min(w.off), max(w.off), b.child_id, count(*),"
+        "  array_agg(w.off ORDER BY w.off), array_agg(w.val ORDER BY w.off)"
+        " FROM binding b CROSS JOIN LATERAL ("
+        "  SELECT ts - ts %% %s AS window_start, (ts %% %s)::smallint AS off,"
+        "   (ts - %s) %% 100 AS val"
+        "  FROM generate_series(%s + 0 * b.device_id, %s) AS ts) AS w"
+        " WHERE b.device_id = ANY(%s)"
+        " GROUP BY b.device_id, b.child_id, w.window_start",
+        (WINDOW_SECONDS, WINDOW_SECONDS, first, first, last, devices),
+    )
+    cursor.execute(_BASELINE_TABLE)
+    # The series refers to the binding row (LATERAL), so rows come in key order.
+    cursor.execute(
+        f"INSERT INTO {MOVEMENT_BASELINE} (device_id, ts, val, child_id)"
+        " SELECT b.device_id, ts, (ts - %s) %% 100, b.child_id"
+        " FROM binding b CROSS JOIN LATERAL generate_series(%s + 0 * b.device_id, %s) AS ts"
+        " WHERE b.device_id = ANY(%s)",
+        (first, first, last, devices),
+    )
 
 
 def seed(
@@ -177,12 +240,6 @@ def seed(
             (now, now, now, per_device, seeded_devices),
         )
         samples_per_device = max(1, movement // max(1, len(bound)))
-        cursor.execute(
-            "INSERT INTO movement_sample (device_id, ts, val, child_id)"
-            " SELECT b.device_id, 1700000000 + t, t %% 100, b.child_id"
-            " FROM binding b CROSS JOIN LATERAL generate_series(0, %s - 1 + 0 * b.device_id) AS t"
-            " WHERE b.device_id = ANY(%s)",
-            (samples_per_device, seeded_devices),
-        )
+        _seed_movement(cursor, seeded_devices, samples_per_device)
         cursor.execute("ANALYZE")
     return Dataset(accounts, bound, per_device * len(bound), samples_per_device * len(bound))

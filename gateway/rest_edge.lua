@@ -8,8 +8,10 @@
 --       anything else    {"detail":"..."}
 --     The server sends the reason and the REST status in the trailers
 --     devicehub-error-reason / devicehub-http-status (see api/errors.py);
---   * the request carries devicehub-rest-call: 1 to the server, which then marks list
---     responses: one marked with devicehub-rest-array becomes a bare JSON array;
+--   * a list response becomes the bare JSON array of its repeated field, named by its
+--     route's metadata (rest_array, envoy.yaml) or, where the server marks the response
+--     itself, by devicehub-rest-array: the request carries devicehub-rest-call: 1 to the
+--     server, which then marks list responses;
 --   * a response marked with devicehub-rest-body gets that literal JSON as its body;
 --   * a successful DELETE becomes 204 with an empty body;
 --   * a download the server answers with a Content-Range (a Range request) becomes 206;
@@ -259,7 +261,10 @@ function envoy_on_response(response_handle)
   local headers = response_handle:headers()
   local status = tonumber(headers:get(":status")) or 500
   local grpc_status = headers:get("grpc-status")
-  local array_field = headers:get(REST_ARRAY_HEADER)
+  -- The route's (envoy.yaml): that of the gRPC method, the transcoder having rewritten
+  -- the path by now.
+  local array_field = response_handle:metadata():get("rest_array") or
+                      headers:get(REST_ARRAY_HEADER)
   local literal_body = headers:get(REST_BODY_HEADER)
 
   if status >= 400 or (grpc_status ~= nil and grpc_status ~= "0") then

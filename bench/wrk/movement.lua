@@ -1,6 +1,6 @@
 -- Movement ingestion: 1000-sample uploads, each thread for its own device, new timestamps
 -- every request. Devices come from $BENCH_DEVICES ("token child_id device_id" per line);
--- $BENCH_FIRST_ID moves the timestamps of a second run past the first's.
+-- timestamps start at $BENCH_FIRST_TS (a second run's past the first's).
 local devices = {}
 local thread_count = 0
 
@@ -18,7 +18,7 @@ function init(args)
   prefix = '{"real_user_id":' .. child .. ',"device_id":' .. device .. ',"movement_data":['
   sequence = 0
   size = tonumber(os.getenv("BENCH_BATCH") or "1000")
-  first = 1900000000 + tonumber(os.getenv("BENCH_FIRST_ID") or "0")
+  first = tonumber(os.getenv("BENCH_FIRST_TS"))
 end
 
 function request()

@@ -167,10 +167,11 @@ def get_child_device(caller: Caller, child_id: int) -> BoundDevice:
     return BoundDevice(row, binding_of(row.id))
 
 
-def list_child_devices(caller: Caller) -> list[HomeRow]:
+async def list_child_devices(caller: Caller) -> list[HomeRow]:
     """One row per (child, bound device) of the caller; a child without a device gets one
-    row with ``device`` None."""
-    rows = home_screen(caller.account_id)
+    row with its device fields None. (A coroutine: its one read runs on the event loop
+    when it can, ``storage/home_screen.py``.)"""
+    rows = await home_screen(caller.account_id)
     if rows is None:
         raise Unauthenticated("User is None", reasons.ERROR_REASON_ACCOUNT_NOT_FOUND)
     return rows

@@ -17,6 +17,7 @@ from devicehub import validation
 from devicehub.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, PermissionDenied
 from devicehub.pagination import Page, paginate
 from devicehub.security import Caller
+from devicehub.storage import movement_rows
 from devicehub.storage.db import database
 from devicehub.storage.errors import unique_violation
 from devicehub.storage.models import (
@@ -26,7 +27,6 @@ from devicehub.storage.models import (
     DeviceType,
     Devlog,
     FirmwarePackage,
-    MovementSample,
     utcnow,
 )
 from devicehub.v1 import error_pb2 as reasons
@@ -382,10 +382,9 @@ def delete_device(caller: Caller, device_id: int) -> None:
     require_admin(caller)
     with database.atomic():
         device = get_device(device_id)
-        has_history = (
-            Devlog.select().where(Devlog.device == device_id).exists()
-            or MovementSample.select().where(MovementSample.device == device_id).exists()
-        )
+        has_history = Devlog.select().where(
+            Devlog.device == device_id
+        ).exists() or movement_rows.device_has_samples(device_id)
         if has_history:
             raise Conflict(
                 "Device has usage logs or movement samples",

@@ -53,6 +53,16 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
         raise SystemExit(f"{name} must be a number, got {raw!r}") from None
 
 
+def _retention_days(env: dict[str, str], name: str) -> int | None:
+    """Unset or empty: keep everything; otherwise a whole number of days, at least 1."""
+    if not env.get(name, "").strip():
+        return None
+    days = _int(env, name, 0)
+    if days < 1:
+        raise SystemExit(f"{name} must be a number of days (1 or more), got {days}")
+    return days
+
+
 def _port_setting(env: dict[str, str], name: str, default: int) -> int:
     port = _int(env, name, default)
     if not 0 <= port <= 65535:
@@ -273,6 +283,10 @@ class Settings:
     firmware_max_bytes: int = 64 * 1024 * 1024
     firmware_notify_per_minute: int = 1000
     firmware_tick: float = 1.0
+    # Movement samples older than this many days are dropped, a whole week's partition at
+    # a time (PostgreSQL; None: kept for ever); how often the partitions are looked after.
+    movement_retention_days: int | None = None
+    movement_maintenance_interval: float = 3600.0
     weather_geocoding_url: str = "https://geocoding-api.open-meteo.com"
     weather_forecast_url: str = "https://api.open-meteo.com"
     weather_timeout: float = 5.0
@@ -384,6 +398,15 @@ class Settings:
                 ),
             ),
             firmware_tick=max(0.05, _float(env, "DEVICEHUB_FIRMWARE_TICK", defaults.firmware_tick)),
+            movement_retention_days=_retention_days(env, "DEVICEHUB_MOVEMENT_RETENTION_DAYS"),
+            movement_maintenance_interval=max(
+                1.0,
+                _float(
+                    env,
+                    "DEVICEHUB_MOVEMENT_MAINTENANCE_INTERVAL",
+                    defaults.movement_maintenance_interval,
+                ),
+            ),
             weather_geocoding_url=env.get("DEVICEHUB_WEATHER_GEOCODING_URL")
             or defaults.weather_geocoding_url,
             weather_forecast_url=env.get("DEVICEHUB_WEATHER_FORECAST_URL")

@@ -6,6 +6,8 @@ is a no-op (``storage/movement_rows.py``). Reads are keyset pages in timestamp o
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 
 from devicehub import binding, metrics, validation
@@ -15,6 +17,8 @@ from devicehub.security import Caller
 from devicehub.storage import movement_rows
 from devicehub.storage.db import database
 from devicehub.v1 import error_pb2 as reasons
+
+log = logging.getLogger(__name__)
 
 MAX_SAMPLES_PER_UPLOAD = 10_000
 DEFAULT_PAGE_SIZE = 1000
@@ -73,3 +77,17 @@ def list_samples(
 
 def _timestamp(sample: tuple[int, int]) -> int:
     return sample[0]
+
+
+def maintain_store(retention_days: int | None) -> None:
+    """Keeps the store's time partitions: those ahead created, those wholly older than
+    ``retention_days`` (None: keep everything) dropped, whole; one process at a time."""
+    with database.atomic():
+        outcome = movement_rows.maintain_partitions(int(time.time()), retention_days)
+    if outcome is None:
+        return
+    created, dropped = outcome
+    if created:
+        log.info("movement partitions created: %s", ", ".join(created))
+    if dropped:
+        log.info("movement partitions dropped past the retention: %s", ", ".join(dropped))

@@ -29,8 +29,17 @@ MEASUREMENTS = {
     "stack_limit_rest_20_sse",
     "home_rest_20_sse",
     "fanout_10",
+    "fanout_sse_10",
+    "fanout_websocket_10",
     *(f"{name}_2x" for name in PHASE),
+    # The embedded default, SQLite.
+    "stack_limit_grpc_sqlite",
+    "stack_limit_rest_sqlite",
+    "home_grpc_sqlite",
+    "home_rest_sqlite",
+    "devlog_grpc_sqlite",
 }
+FAN_OUTS = ("fanout_10", "fanout_sse_10", "fanout_websocket_10")
 
 
 def test_benchmark_runs_every_measurement(tmp_path: Path):
@@ -42,33 +51,60 @@ def test_benchmark_runs_every_measurement(tmp_path: Path):
         "--concurrency": "2",
         "--workers": "2",
         "--fanout-streams": "10",
+        "--fanout-sse-streams": "10",
+        "--fanout-websocket-streams": "10",
         "--edge-streams": "20",
         "--fanout-streams-per-account": "2",
         "--fanout-rounds": "2",
         "--growth": "2",
+        "--sqlite-scale": "0.0005",
         "--json": str(output),
         "--profile": str(tmp_path / "profile"),
     }
-    subprocess.run(
+    run = subprocess.run(
         [sys.executable, str(REPO_ROOT / "bench" / "run.py")]
         + [part for pair in arguments.items() for part in pair],
         check=True,
         capture_output=True,
+        text=True,
         timeout=900,
     )
     report = json.loads(output.read_text())
+    # Durable by default, and the table says so.
+    assert report["postgresql_settings"] == {
+        "mode": "durable",
+        "fsync": "on",
+        "synchronous_commit": "on",
+        "full_page_writes": "on",
+    }
+    assert "PostgreSQL settings: durable (fsync, synchronous_commit, full_page_writes on)" in (
+        run.stdout
+    )
     assert set(report["results"]) == MEASUREMENTS
     for name, figures in report["results"].items():
         assert figures["errors"] == 0, name
         assert figures["per_second"] > 0, name
-    fan_out = report["results"]["fanout_10"]
-    assert fan_out["lost"] == 0 and fan_out["deliveries"] == fan_out["expected_deliveries"] > 0
-    assert fan_out["server_rss_mb"] > 0
+    for name in FAN_OUTS:
+        fan_out = report["results"][name]
+        assert fan_out["lost"] == 0, name
+        assert fan_out["duplicates"] == 0, name
+        assert fan_out["deliveries"] == fan_out["expected_deliveries"] > 0, name
+        assert fan_out["server_rss_mb"] > 0, name
+    assert report["results"]["fanout_sse_10"]["transport"] == "sse"
+    assert report["results"]["fanout_websocket_10"]["transport"] == "websocket"
     checked = {(c["figure"], c["measure"].split(" ")[0]) for c in report["checks"]}
     ratios = {(name, "throughput") for name in ("home_grpc", "devlog_grpc", "movement_rest")}
     assert ratios <= checked
     assert ("home_grpc", "speed-up") in checked and ("devlog_grpc", "cost") in checked
-    assert ("fanout_10", "p99") in checked
+    for name in FAN_OUTS:
+        assert {(name, "p99"), (name, "server"), (name, "deliveries")} <= checked, name
+    assert {("fanout_sse_10", "Envoy"), ("fanout_websocket_10", "Envoy")} <= checked
+    # What the embedded default gives: home screen beside the stack limit, on SQLite.
+    sqlite = {c["measure"] for c in report["checks"] if c["figure"].endswith("_sqlite")}
+    assert {
+        "throughput / stack_limit_grpc_sqlite",
+        "throughput / stack_limit_rest_sqlite",
+    } <= sqlite
     # Every SSE stream was held through Envoy during the unary calls beside them.
     held = {c["measure"]: c for c in report["checks"] if c["figure"] == "sse_20"}
     assert held["streams held through Envoy"]["value"] == 20

@@ -440,6 +440,73 @@ def test_device_bound_to_a_sibling_is_409_not_connected_device(stack, lux):
     assert rows(stack, lux.child["id"]) == [] and rows(stack, sibling["id"]) == []
 
 
+def test_children_are_checked_before_devices(stack, lux):
+    _, stranger = stack.new_user()
+    their_child = create_child(stack, stranger)
+    batch = [
+        completed(lux, 1, device_id=MISSING_ID),
+        completed(lux, 2, real_user_id=their_child["id"]),
+    ]
+    assert answer(upload(stack, lux, *batch)) == (401, {"detail": "Not authorized user"})
+    assert rows(stack, lux.child["id"]) == []
+
+
+def test_children_are_checked_in_id_order(stack, lux):
+    _, stranger = stack.new_user()
+    their_child = create_child(stack, stranger)  # an id below MISSING_ID
+    missing = completed(lux, 1, real_user_id=MISSING_ID)
+    theirs = completed(lux, 2, real_user_id=their_child["id"])
+    for batch in ([missing, theirs], [theirs, missing]):
+        assert answer(upload(stack, lux, *batch)) == (401, {"detail": "Not authorized user"})
+    assert rows(stack, lux.child["id"]) == []
+
+
+def test_device_errors_follow_the_order_of_the_entries(stack, lux):
+    other = new_device(stack)
+    unbound = completed(lux, 1, device_id=other["id"], unique_id=other["unique_id"])
+    wrong_unique_id = completed(lux, 2, unique_id=other["unique_id"])
+    assert answer(upload(stack, lux, completed(lux, 3), unbound, wrong_unique_id)) == (
+        409,
+        {"detail": "Not Connected Device"},
+    )
+    assert answer(upload(stack, lux, completed(lux, 3), wrong_unique_id, unbound)) == (
+        404,
+        {"detail": "Not Found Device"},
+    )
+    assert rows(stack, lux.child["id"]) == []
+
+
+def test_one_upload_stores_the_logs_of_two_children_and_their_devices(stack, lux):
+    sibling = create_child(stack, lux.token, first_name="Jun")
+    theirs = new_device(stack)
+    assert connect(stack, lux.token, theirs, sibling["id"]).status_code == 200
+    of_sibling = {
+        "real_user_id": sibling["id"],
+        "device_id": theirs["id"],
+        "unique_id": f"  {theirs['unique_id']} ",  # compared stripped, as before
+    }
+    batch = [
+        completed(lux, 7),
+        completed(lux, 4, **of_sibling),
+        entry(lux, **of_sibling),
+        completed(lux, 5, day=15),
+        completed(lux, 9, day=15, **of_sibling),
+    ]
+    assert answer(upload(stack, lux, *batch)) == (200, SAVED)
+    mine, siblings = rows(stack, lux.child["id"]), rows(stack, sibling["id"])
+    assert [(r["log_file_id"], r["is_temp"]) for r in mine] == [(7, False), (5, False)]
+    assert [(r["device_id"], r["log_file_id"], r["is_temp"]) for r in siblings] == [
+        (theirs["id"], None, True),  # the temporary record is written before the inserts
+        (theirs["id"], 4, False),
+        (theirs["id"], 9, False),
+    ]
+    assert last_log_file_id(stack, lux) == 7
+    response = stack.request(
+        "GET", "/api/v1/lux/device/child-device", lux.token, params={"real_user_id": sibling["id"]}
+    )
+    assert response.json()["last_log_file_id"] == 9
+
+
 def test_bare_array_errors_use_the_documented_bodies(stack, lux):
     stranger_body = [legacy_entry(lux)]
     _, stranger = stack.new_user()
@@ -766,13 +833,13 @@ def test_a_write_the_database_refuses_is_the_documented_409(
     date = devlog._treatment_date(entry.treatment_date)
     if pending_temp:
         with in_process_db.atomic():
-            devlog._store_all([entry], [date])
+            devlog._store_all(devlog.DevlogUpload.of([entry]), [date])
     before = query_database(
         stack, "SELECT COUNT(*), MAX(treatment_time) FROM devlog WHERE child_id = ?", (child,)
     )
     broken = dataclasses.replace(entry, treatment_time=-5)  # bypasses _validate
     with pytest.raises(Conflict) as error, in_process_db.atomic():
-        devlog._store_all([broken], [date])
+        devlog._store_all(devlog.DevlogUpload.of([broken]), [date])
     assert error.value.message == message
     assert http_status(error.value) == 409
     after = query_database(

@@ -15,11 +15,11 @@ from devicehub import devlog
 from devicehub.devlog import (
     CreateTemporary,
     DevlogEntry,
-    NewCompleted,
+    DevlogUpload,
     NewTemporary,
     UpdateRecord,
+    completed_columns,
     plan_upload,
-    treatment_dates,
 )
 from devicehub.errors import InvalidArgument
 from devicehub.storage.devlog_rows import DevlogValues, StoredDevlog
@@ -67,18 +67,51 @@ def stored(
     return StoredDevlog(id, child_id, DEVICE, log_file_id, is_temp)
 
 
+def treatment_dates(entries: list[DevlogEntry]) -> list[dt.datetime]:
+    return devlog.treatment_dates(DevlogUpload.of(entries))
+
+
+@dataclasses.dataclass(frozen=True)
+class NewCompleted:
+    """A new completed record as the plan's one insert writes it."""
+
+    child_id: int
+    values: DevlogValues
+
+
+@dataclasses.dataclass(frozen=True)
+class Planned:
+    """A plan, its new completed records read back from the insert's columns."""
+
+    writes: list
+    inserts: list[NewCompleted]
+    last_log_file_ids: dict[int, int]
+    message: str
+
+
 def plan(
     *entries: DevlogEntry,
     pending: list[StoredDevlog] | None = None,
     files: list[StoredDevlog] | None = None,
-) -> devlog.DevlogPlan:
-    items = list(entries)
-    return plan_upload(
-        items,
-        treatment_dates(items),
-        pending_temporaries=pending or [],
-        stored_files=files or [],
+) -> Planned:
+    upload = DevlogUpload.of(entries)
+    dates = devlog.treatment_dates(upload)
+    result = plan_upload(upload, dates, pending_temporaries=pending or [], stored_files=files or [])
+    columns = completed_columns(upload, dates, result.inserts)
+    records = zip(
+        columns.child_ids,
+        columns.device_ids,
+        columns.log_file_ids,
+        columns.treatment_dates,
+        columns.finish_flags,
+        columns.last_intensities,
+        columns.treatment_times,
+        columns.movements,
+        columns.log_data,
+        strict=True,
     )
+    inserts = [NewCompleted(child, DevlogValues(*values)) for child, *values in records]
+    return Planned(result.writes, inserts, result.last_log_file_ids, result.message)
 
 
 # --- validation -------------------------------------------------------------------
@@ -124,6 +157,47 @@ def test_more_than_1000_entries_are_refused_as_a_batch_too_large():
 def test_a_malformed_entry_is_refused_naming_its_index(change, message):
     with pytest.raises(InvalidArgument) as error:
         treatment_dates([entry(1, 1), dataclasses.replace(entry(1, 2), **change)])
+    assert error.value.message == message
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "message"),
+    [
+        (  # an earlier entry's error comes first, whatever the checks
+            {"treatment_time": -1},
+            {"real_user_id": 0},
+            "log_arrays[1]: treatment_time must not be negative",
+        ),
+        (
+            {"treatment_date": "yesterday"},
+            {"device_id": 0},
+            "treatment_date must be an ISO 8601 date and time, e.g. 2025-02-21T15:48:49",
+        ),
+        (  # within one entry, the fields in order, its date last
+            {"log_file_id": -1, "last_intensity": -1, "treatment_date": "yesterday"},
+            {},
+            "log_arrays[1]: last_intensity must not be negative",
+        ),
+        (
+            {"treatment_date": "yesterday", "finish_flag": 0},
+            {},
+            "log_arrays[1].detail_data.finish_flag must be 1 to 6 or null",
+        ),
+        (
+            {},
+            {"device_id": 0, "treatment_date": "yesterday"},
+            "log_arrays[2].device_id is required",
+        ),
+    ],
+)
+def test_an_uploads_error_is_its_first_entrys_first_failing_check(first, second, message):
+    entries = [
+        entry(1, 1),
+        dataclasses.replace(entry(1, 2), **first),
+        dataclasses.replace(entry(1, 3), **second),
+    ]
+    with pytest.raises(InvalidArgument) as error:
+        treatment_dates(entries)
     assert error.value.message == message
 
 
@@ -312,6 +386,33 @@ def test_entries_without_a_log_file_id_are_never_recognised_as_retries():
     result = plan(done, done)
     assert result.inserts == [NewCompleted(CHILD, values(done))] * 2
     assert result.last_log_file_ids == {}
+
+
+def test_the_insert_takes_its_entries_columns_as_sent_in_order():
+    upload = DevlogUpload.of(
+        [
+            entry(None),
+            entry(2, 11, movement=1, log_data="x", treatment_date="2025-02-21T15:48:49+09:00"),
+            entry(1, 4, device_id=DEVICE + 1, real_user_id=OTHER_CHILD, treatment_time=7),
+        ]
+    )
+    dates = devlog.treatment_dates(upload)
+    result = plan_upload(upload, dates, pending_temporaries=[], stored_files=[])
+    assert result.inserts == [1, 2]
+    columns = completed_columns(upload, dates, result.inserts)
+    assert dataclasses.asdict(columns) == {
+        "device_ids": [DEVICE, DEVICE + 1],
+        "child_ids": [CHILD, OTHER_CHILD],
+        "log_file_ids": [11, 4],
+        "treatment_dates": [dt.datetime(2025, 2, 21, 6, 48, 49), SENT_AT],
+        "finish_flags": [2, 1],
+        "last_intensities": [3, 3],
+        "treatment_times": [600, 7],
+        "movements": [1, None],
+        "log_data": ["x", None],
+    }
+    every = completed_columns(upload, dates, [0, 1, 2])
+    assert every.treatment_dates == dates and every.log_data == [None, "x", None]
 
 
 # --- the device's last_log_file_id ----------------------------------------------------

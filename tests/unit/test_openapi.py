@@ -583,8 +583,22 @@ def test_public_methods_are_the_interceptors():
     )
 
 
-def test_bare_array_methods_are_those_whose_servicer_marks_the_list():
+def _methods_marked_by_routes() -> set[str]:
+    """The methods whose envoy.yaml route names their bare array (rest_array)."""
+    config = yaml.safe_load(resources.ENVOY_TEMPLATE.read_text())
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     marked = set()
+    for host in manager["typed_config"]["route_config"]["virtual_hosts"]:
+        for route in host["routes"]:
+            lua = route.get("metadata", {}).get("filter_metadata", {})
+            if "rest_array" in lua.get("envoy.filters.http.lua", {}):
+                path = route["match"]["path"]
+                marked.add(path.removeprefix("/devicehub.v1.").replace("/", "."))
+    return marked
+
+
+def test_bare_array_methods_are_those_whose_servicer_or_route_marks_the_list():
+    marked = _methods_marked_by_routes()
     for module in SERVICERS.glob("*.py"):
         for node in ast.walk(ast.parse(module.read_text())):
             if isinstance(node, ast.ClassDef):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 from devicehub import firmware, rollouts
 from devicehub.binding import BoundDevice, HomeRow
@@ -38,6 +39,9 @@ def rfc3339(value: dt.datetime) -> str:
     if micros:
         text += f".{micros // 1000:03d}" if micros % 1000 == 0 else f".{micros:06d}"
     return text + "Z"
+
+
+_NULL_TIME = struct_pb2.Value(null_value=struct_pb2.NULL_VALUE)  # copied where it is set
 
 
 def nullable_time(value: dt.datetime | None) -> struct_pb2.Value:
@@ -133,31 +137,44 @@ def lux_device(bound: BoundDevice) -> binding_pb2.LuxDevice:
     )
 
 
-def child_device_row(row: HomeRow) -> binding_pb2.ChildDeviceRow:
-    """A home-screen row; the device fields stay at zero values without a device."""
-    message = binding_pb2.ChildDeviceRow(
-        real_user_id=row.child_id,
-        root_user_id=row.root_user_id,
-        first_name=row.first_name,
-        last_name=row.last_name,
-        birthdate=row.birthdate.isoformat(),
-        gender=row.gender,
-        created_at=nullable_time(None),
-    )
-    device = row.device
-    if device is not None:
-        message.id = device.id
-        message.project_id = device.device_type_id
-        message.hardware_id = device.device_type_id
-        message.now_firmware_id = device.now_firmware_id
-        message.firmware_version = device.firmware_version
-        message.unique_id = device.unique_id
-        message.serial_code = device.device_code
-        message.device_alias = device.device_alias
-        message.mac_id = device.mac_address
-        message.created_at.CopyFrom(nullable_time(device.created_at))
-        message.last_log_file_id = device.last_log_file_id
-    return message
+def child_device_rows(
+    rows: list[HomeRow], into: RepeatedCompositeFieldContainer[binding_pb2.ChildDeviceRow]
+) -> None:
+    """Home-screen rows, added to the repeated field ``into`` (built in place: a message
+    built first would be copied in); the device fields stay at zero values without a
+    device."""
+    add = into.add
+    for row in rows:
+        if row.device_id is None:
+            add(
+                real_user_id=row.child_id,
+                root_user_id=row.root_user_id,
+                first_name=row.first_name,
+                last_name=row.last_name,
+                birthdate=row.birthdate.isoformat(),
+                gender=row.gender,
+                created_at=_NULL_TIME,
+            )
+            continue
+        add(
+            id=row.device_id,
+            real_user_id=row.child_id,
+            project_id=row.device_type_id,
+            hardware_id=row.device_type_id,
+            now_firmware_id=row.now_firmware_id,
+            firmware_version=row.firmware_version,
+            unique_id=row.unique_id,
+            serial_code=row.device_code,
+            device_alias=row.device_alias,
+            mac_id=row.mac_address,
+            created_at=nullable_time(row.created_at),
+            last_log_file_id=row.last_log_file_id,
+            root_user_id=row.root_user_id,
+            first_name=row.first_name,
+            last_name=row.last_name,
+            birthdate=row.birthdate.isoformat(),
+            gender=row.gender,
+        )
 
 
 def user_device(row: models.Binding) -> binding_pb2.UserDevice:

@@ -14,7 +14,7 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from devicehub import messaging, rollouts
+from devicehub import messaging, movement, rollouts
 from devicehub.config import Settings
 from devicehub.runtime.addresses import worker_address
 from devicehub.runtime.bootstrap import Application, Servicers
@@ -169,6 +169,7 @@ class DevicehubServer:
         self._health = health.aio.HealthServicer()
         self._sweeper: asyncio.Task[None] | None = None
         self._rollouts: asyncio.Task[None] | None = None
+        self._movement: asyncio.Task[None] | None = None
         self._started = False
         self._background: set[asyncio.Future[None]] = set()
         # Health says SERVING while the database answers the probe and (PostgreSQL) the
@@ -300,6 +301,9 @@ class DevicehubServer:
         if self.worker_index == 0:
             self._sweeper = asyncio.create_task(self._expire_messages(), name="message-expiry")
             self._rollouts = asyncio.create_task(self._run_rollouts(), name="firmware-rollouts")
+            self._movement = asyncio.create_task(
+                self._maintain_movement(), name="movement-partitions"
+            )
         await self._server.start()
         await app.websocket.start(self.settings.grpc_host, self.settings.ws_port)
         await self._publish_readiness()
@@ -326,6 +330,8 @@ class DevicehubServer:
             self._sweeper.cancel()
         if self._rollouts is not None:
             self._rollouts.cancel()
+        if self._movement is not None:
+            self._movement.cancel()
         # No call is left to use the provider clients' connections.
         await app.alimtalk.close()
         await app.weather.close()
@@ -348,6 +354,16 @@ class DevicehubServer:
                 await db.run_db(messaging.expire_messages)
             except Exception:
                 log.exception("expiring messages failed; retrying later")
+
+    async def _maintain_movement(self) -> None:
+        """Looks after the movement store's partitions at start, then every
+        ``movement_maintenance_interval`` seconds (movement.maintain_store)."""
+        while True:
+            try:
+                await db.run_db(movement.maintain_store, self.settings.movement_retention_days)
+            except Exception:
+                log.exception("looking after the movement partitions failed; retrying later")
+            await asyncio.sleep(self.settings.movement_maintenance_interval)
 
     async def _run_rollouts(self) -> None:
         """Takes a turn of the firmware rollout scheduler every ``firmware_tick`` seconds

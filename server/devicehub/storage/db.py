@@ -1,10 +1,12 @@
 """Database connection, connection pool and the bridge from asyncio to peewee.
 
 peewee is synchronous, so every unit of database work runs on a bounded thread pool
-(``run_db``). The pool has as many threads as the database has pooled connections and
-each thread keeps one, so requests queue for a thread instead of blocking the event
-loop, and PostgreSQL never sees more than ``DEVICEHUB_DB_POOL_SIZE`` connections from
-one process.
+(``run_db``). Each thread keeps one pooled connection, so requests queue for a thread
+instead of blocking the event loop. On PostgreSQL a quarter of the pool's connections
+are instead asynchronous ones that the event loop drives itself (``read_on_loop``): the
+hottest read (the home screen) runs there without the hop to a thread and back, the
+larger part of its server time after gRPC's own. Either way PostgreSQL never sees more
+than ``DEVICEHUB_DB_POOL_SIZE`` connections from one process.
 
 Every raw SQL statement of the project (they live in ``storage/``) is written once, with
 ``%s`` placeholders and ``%%`` for a literal ``%`` (psycopg2's convention), and run
@@ -14,10 +16,12 @@ through ``execute`` or ``execute_many``, which adapt it to the open database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import datetime as dt
 import functools
 import itertools
+import logging
 import re
 import select
 import sqlite3
@@ -35,6 +39,8 @@ from opentelemetry import trace
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
 from devicehub import metrics
+
+log = logging.getLogger(__name__)
 
 database = peewee.DatabaseProxy()
 
@@ -144,14 +150,21 @@ def execute_prepared(name: str, sql: str, params: Sequence[object]) -> Any:
     if _reads_only(sql):
         _reading_prepared.add(name)
     if name not in connection.prepared:
-        numbers = itertools.count(1)
-        # %s becomes $1, $2, ...; a literal %% stays (the PREPARE is formatted like any
-        # statement, which turns it back into %).
-        text = re.sub(r"%%|%s", lambda m: m[0] if m[0] == "%%" else f"${next(numbers)}", sql)
-        database.execute_sql(f"PREPARE {name} AS {text}")
+        database.execute_sql(_prepare_statement(name, sql))
         connection.prepared.add(name)
-    placeholders = ", ".join("%s" for _ in params)
-    return database.execute_sql(f"EXECUTE {name} ({placeholders})", params)
+    return database.execute_sql(_execute_statement(name, params), params)
+
+
+def _prepare_statement(name: str, sql: str) -> str:
+    numbers = itertools.count(1)
+    # %s becomes $1, $2, ...; a literal %% stays (the PREPARE is formatted like any
+    # statement, which turns it back into %).
+    text = re.sub(r"%%|%s", lambda m: m[0] if m[0] == "%%" else f"${next(numbers)}", sql)
+    return f"PREPARE {name} AS {text}"
+
+
+def _execute_statement(name: str, params: Sequence[object]) -> str:
+    return f"EXECUTE {name} ({', '.join('%s' for _ in params)})"
 
 
 def is_postgres() -> bool:
@@ -224,19 +237,26 @@ def notify_many_at_commit(channel: str, payloads: Sequence[str]) -> None:
 
 
 def start_executor(pool_size: int) -> None:
-    """Starts the thread pool that runs database work; one thread per pooled connection."""
-    global _executor
-    _executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="db")
+    """Starts the thread pool that runs database work, one thread per pooled connection,
+    and on PostgreSQL the event loop's connections (``read_on_loop``), a quarter of
+    ``pool_size`` taken from the threads' share."""
+    global _executor, _loop_reads
+    on_loop = pool_size // 4 if is_postgres() else 0
+    _executor = ThreadPoolExecutor(max_workers=pool_size - on_loop, thread_name_prefix="db")
+    _loop_reads = _LoopReads(on_loop, database.obj) if on_loop else None
     metrics.DB_POOL_CONNECTIONS.set(pool_size)
 
 
 def stop_executor() -> None:
     """Waits for running database work to finish, then closes all pooled connections."""
-    global _executor
+    global _executor, _loop_reads
     if _executor is not None:
         _executor.shutdown(wait=True)
         _executor = None
         metrics.DB_POOL_CONNECTIONS.set(0)
+    if _loop_reads is not None:
+        _loop_reads.close()
+        _loop_reads = None
     if database.obj is not None:
         database.close_all()
 
@@ -318,6 +338,186 @@ async def run_db(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         raise
     future.add_done_callback(_never_ran)
     return await asyncio.wrap_future(future, loop=loop)
+
+
+async def read_on_loop(name: str, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+    """The rows of ``sql``, one statement that only reads (``%s`` placeholders, typed as
+    ``execute_prepared`` wants them), run as the prepared statement ``name``: on the event
+    loop when one of its connections is free, else on the pool (``run_db``, SQLite
+    always), which then also answers any failure of the database, as for every call.
+    """
+    reads = _loop_reads
+    if reads is not None:
+        rows = await reads.fetch(name, sql, params)
+        if rows is not None:
+            return rows
+    return await run_db(_fetch_all, name, sql, params)
+
+
+def _fetch_all(name: str, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = execute(sql, params, prepare_as=name).fetchall()
+    return rows
+
+
+# An unreachable server fails the opening of a loop connection within seconds, as it does
+# a pooled one (libpq leaves timeouts of an asynchronous connect to the caller); the
+# keepalives notice a silently dead peer under a read.
+_LOOP_CONNECT_TIMEOUT = 5.0
+_LOOP_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+# After an opening failed, the reads stay on the pool this long before the next attempt.
+_LOOP_REOPEN_DELAY = 1.0
+
+
+class _LoopReads:
+    """PostgreSQL connections in psycopg2's asynchronous mode, driven by the event loop.
+
+    The loop never waits on the database: the sockets are non-blocking and the loop's
+    readers and writers resume a read when its answer has arrived, so a slow database
+    makes the calls that use it wait, never the loop. A connection is opened on a thread
+    (looking up the host's address blocks) and only then polled on the loop. A read takes
+    a free connection or gets None (none free, none open yet, the database failing), and
+    its caller runs it on the pool instead: the pool, not this, handles a database that
+    is down or restarting. A read that fails on its connection also gets None (it only
+    reads, so it may run again); one cancelled under way leaves its connection closed,
+    since the statement is still running on it. Connections are in autocommit mode, so
+    a read is never left inside a transaction.
+    """
+
+    def __init__(self, size: int, db: peewee.Database) -> None:
+        self._size = size
+        self._connect = functools.partial(
+            psycopg2.connect, database=db.database, async_=True, **db.connect_params
+        )
+        self._free: list[Any] = []
+        self._open = 0  # connections open or being opened
+        self._reopen_at = 0.0
+        self._opening: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    async def fetch(
+        self, name: str, sql: str, params: Sequence[object]
+    ) -> list[tuple[Any, ...]] | None:
+        if not self._free:
+            self._open_one()
+            return None
+        connection = self._free.pop()
+        metrics.DB_CONNECTIONS_IN_USE.inc()
+        try:
+            if _trace_work and trace.get_current_span().is_recording():
+                with _tracer.start_as_current_span(
+                    name, kind=trace.SpanKind.CLIENT, attributes={"db.system": "postgresql"}
+                ):
+                    rows = await _read(connection, name, sql, params)
+            else:
+                rows = await _read(connection, name, sql, params)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
+            metrics.DB_ERRORS.labels(type(error).__name__).inc()
+            self._discard(connection)
+            return None
+        except BaseException:
+            self._discard(connection)
+            raise
+        finally:
+            metrics.DB_CONNECTIONS_IN_USE.dec()
+        if self._closed:
+            connection.close()
+        else:
+            self._free.append(connection)
+        return rows
+
+    def _open_one(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._closed or self._open >= self._size or loop.time() < self._reopen_at:
+            return
+        self._open += 1
+        task = loop.create_task(self._opened(), name="loop-read-connection")
+        self._opening.add(task)
+        task.add_done_callback(self._opening.discard)
+
+    async def _opened(self) -> None:
+        loop = asyncio.get_running_loop()
+        connection = None
+        try:
+            connection = await asyncio.to_thread(self._connect, **_LOOP_KEEPALIVES)
+            async with asyncio.timeout(_LOOP_CONNECT_TIMEOUT):
+                await _polled(connection)
+        except (psycopg2.Error, OSError, TimeoutError) as error:
+            log.debug("no event-loop database connection (%s); reads use the pool", error)
+            if connection is not None:
+                connection.close()
+            self._open -= 1
+            self._reopen_at = loop.time() + _LOOP_REOPEN_DELAY
+            return
+        if self._closed:
+            connection.close()
+        else:
+            self._free.append(connection)
+
+    def _discard(self, connection: Any) -> None:
+        with contextlib.suppress(psycopg2.Error):
+            connection.close()
+        self._open -= 1
+
+    def close(self) -> None:
+        """Closes the free connections; one in use closes when its read ends."""
+        self._closed = True
+        for connection in self._free:
+            with contextlib.suppress(psycopg2.Error):
+                connection.close()
+        self._free.clear()
+
+
+_loop_reads: _LoopReads | None = None
+
+
+async def _read(
+    connection: Any, name: str, sql: str, params: Sequence[object]
+) -> list[tuple[Any, ...]]:
+    cursor = connection.cursor()
+    if name not in connection.prepared:
+        if not _reads_only(sql):
+            raise ValueError(f"{name}: only a read runs on the event loop")
+        cursor.execute(_prepare_statement(name, sql))
+        await _polled(connection)
+        connection.prepared.add(name)
+    cursor.execute(_execute_statement(name, params), params)
+    await _polled(connection)
+    rows: list[tuple[Any, ...]] = cursor.fetchall()
+    return rows
+
+
+async def _polled(connection: Any) -> None:
+    """Polls the asynchronous ``connection`` until its operation is done, waiting on
+    the loop for its socket in between."""
+    loop = asyncio.get_running_loop()
+    while True:
+        state = connection.poll()
+        if state == psycopg2.extensions.POLL_OK:
+            return
+        fd = connection.fileno()
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def wake(ready: asyncio.Future[None] = ready) -> None:
+            if not ready.done():  # the socket may be ready again before the read resumes
+                ready.set_result(None)
+
+        if state == psycopg2.extensions.POLL_READ:
+            loop.add_reader(fd, wake)
+            try:
+                await ready
+            finally:
+                loop.remove_reader(fd)
+        else:  # POLL_WRITE
+            loop.add_writer(fd, wake)
+            try:
+                await ready
+            finally:
+                loop.remove_writer(fd)
 
 
 # What ``run_db`` catches to count a failed call (a driver error not wrapped by peewee,

@@ -1,7 +1,8 @@
 """Schema migrations: the numbered scripts in ``migrations/``, applied in order, once each.
 
 A migration is a Python file ``NNNN_name.py`` with ``upgrade(db)``. Each one runs in its
-own transaction and is recorded in ``schema_migration``; applying again is a no-op. On
+own transaction (or, with ``IN_STEPS = True``, in transactions of its own that it can
+resume) and is recorded in ``schema_migration``; applying again is a no-op. On
 PostgreSQL an advisory lock serialises concurrent migrators (several server processes
 starting at once).
 """
@@ -73,20 +74,56 @@ def apply_migrations(db: peewee.Database, directory: Path = MIGRATIONS_DIR) -> l
         )
         for path in _pending(directory):
             name = path.stem
-            with db.atomic():
-                if _dialect(db) == "postgresql":
-                    db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
-                done = execute(
-                    "SELECT 1 FROM schema_migration WHERE name = %s", (name,), db=db
-                ).fetchone()
-                if done:
-                    continue
-                _load(path).upgrade(db)
-                execute(
-                    "INSERT INTO schema_migration (name, applied_at) VALUES (%s, %s)",
-                    (name, utcnow()),
-                    db=db,
-                )
-            log.info("applied migration %s", name)
-            applied_now.append(name)
+            module = _load(path)
+            if getattr(module, "IN_STEPS", False):
+                applied = _apply_in_steps(db, name, module)
+            else:
+                applied = _apply_in_one_transaction(db, name, module)
+            if applied:
+                log.info("applied migration %s", name)
+                applied_now.append(name)
     return applied_now
+
+
+def _done(db: peewee.Database, name: str) -> bool:
+    found = execute("SELECT 1 FROM schema_migration WHERE name = %s", (name,), db=db)
+    return found.fetchone() is not None
+
+
+def _record(db: peewee.Database, name: str) -> None:
+    execute(
+        "INSERT INTO schema_migration (name, applied_at) VALUES (%s, %s)",
+        (name, utcnow()),
+        db=db,
+    )
+
+
+def _apply_in_one_transaction(db: peewee.Database, name: str, module) -> bool:
+    with db.atomic():
+        if _dialect(db) == "postgresql":
+            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
+        if _done(db, name):
+            return False
+        module.upgrade(db)
+        _record(db, name)
+    return True
+
+
+def _apply_in_steps(db: peewee.Database, name: str, module) -> bool:
+    """A migration with ``IN_STEPS = True`` commits as it goes (``upgrade`` opens its own
+    transactions), so that converting a large table neither holds one transaction for
+    hours nor starts over when interrupted: it must resume from what it finds. On
+    PostgreSQL the session's advisory lock serialises migrators meanwhile."""
+    postgres = _dialect(db) == "postgresql"
+    if postgres:
+        db.execute_sql("SELECT pg_advisory_lock(%s)", (_ADVISORY_LOCK_KEY,))
+    try:
+        if _done(db, name):
+            return False
+        module.upgrade(db)
+        with db.atomic():
+            _record(db, name)
+        return True
+    finally:
+        if postgres:
+            db.execute_sql("SELECT pg_advisory_unlock(%s)", (_ADVISORY_LOCK_KEY,))

@@ -138,20 +138,6 @@ class Devlog(BaseModel):
     child_id: int
 
 
-class MovementSample(BaseModel):
-    """One IMU sample; (device, ts) is the key, so a retried upload cannot duplicate."""
-
-    device = peewee.ForeignKeyField(Device, backref="movement", on_delete="RESTRICT")
-    ts = peewee.BigIntegerField()
-    val = peewee.IntegerField()
-    child = peewee.ForeignKeyField(Child, backref="movement", on_delete="CASCADE")
-    device_id: int
-    child_id: int
-
-    class Meta:
-        primary_key = peewee.CompositeKey("device", "ts")
-
-
 class AlimtalkAttempt(BaseModel):
     """Every request to notify an account, and what came of it."""
 

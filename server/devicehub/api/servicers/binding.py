@@ -19,9 +19,11 @@ class BindingServicer(binding_pb2_grpc.BindingServiceServicer):
         return converters.lux_device(bound)
 
     async def ListChildDevices(self, request, context):
-        rows = await run_db(binding.list_child_devices, current_caller())
-        await send_list_metadata(context, "rows", "")
-        return pb.ListChildDevicesResponse(rows=[converters.child_device_row(row) for row in rows])
+        rows = await binding.list_child_devices(current_caller())
+        # Over REST a bare array: envoy.yaml's route for the method says so.
+        response = pb.ListChildDevicesResponse()
+        converters.child_device_rows(rows, into=response.rows)
+        return response
 
     async def ConnectDevice(self, request: pb.ConnectDeviceRequest, context):
         await run_db(
