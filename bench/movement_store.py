@@ -19,17 +19,17 @@ FROM pg_inherits AS i WHERE i.inhparent = 'movement_chunk'::regclass
 def footprint(url: str) -> dict[str, float]:
     with psycopg2.connect(url) as connection, connection.cursor() as cursor:
         cursor.execute(_CHUNK_BYTES)
-        (chunk_bytes,) = cursor.fetchone()
+        chunk_bytes = int(cursor.fetchone()[0])  # sums come back as Decimal
         cursor.execute("SELECT count(*), coalesce(sum(sample_count), 0) FROM movement_chunk")
-        chunks, samples = cursor.fetchone()
+        chunks, samples = (int(value) for value in cursor.fetchone())
         cursor.execute(f"SELECT pg_total_relation_size('{MOVEMENT_BASELINE}')")
         (row_bytes,) = cursor.fetchone()
         cursor.execute(f"SELECT count(*) FROM {MOVEMENT_BASELINE}")
         (rows,) = cursor.fetchone()
     return {
-        "samples": int(samples),
-        "chunks": int(chunks),
-        "bytes": int(chunk_bytes),
+        "samples": samples,
+        "chunks": chunks,
+        "bytes": chunk_bytes,
         "bytes_per_sample": chunk_bytes / samples if samples else float("nan"),
         "baseline_rows": int(rows),
         "baseline_bytes": int(row_bytes),

@@ -17,6 +17,7 @@ PHASE = {
     "movement_grpc",
     "movement_rest",
     "movement_raw_copy",
+    "movement_range_grpc",
 }
 MEASUREMENTS = {
     "stack_limit_grpc",
@@ -99,6 +100,15 @@ def test_benchmark_runs_every_measurement(tmp_path: Path):
     for name in FAN_OUTS:
         assert {(name, "p99"), (name, "server"), (name, "deliveries")} <= checked, name
     assert {("fanout_sse_10", "Envoy"), ("fanout_websocket_10", "Envoy")} <= checked
+    # The movement store's footprint beside the row layout's, at 1x and grown; the range
+    # read's cost at the grown size.
+    assert ("movement_range_grpc", "cost") in checked
+    for scale in ("_1x", "_2x"):
+        store = report["movement_store"][scale]
+        assert store["samples"] > 0 and store["baseline_rows"] > 0, scale
+        assert store["bytes_per_sample"] > 0 and store["baseline_bytes_per_sample"] > 0, scale
+        measures = {c["measure"] for c in report["checks"] if c["figure"] == f"movement_store{scale}"}
+        assert measures == {"bytes per sample on disk", "row layout: bytes per sample"}, scale
     # What the embedded default gives: home screen beside the stack limit, on SQLite.
     sqlite = {c["measure"] for c in report["checks"] if c["figure"].endswith("_sqlite")}
     assert {
