@@ -60,8 +60,8 @@ import sqlite_seed
 import wrk
 
 from devicehub.security import Caller, TokenSigner
-from devicehub.testing.pgcluster import DEFAULT_SETTINGS, DURABLE_SETTINGS, ThrowawayCluster
 from devicehub.storage.movement_chunks import week_start
+from devicehub.testing.pgcluster import DEFAULT_SETTINGS, DURABLE_SETTINGS, ThrowawayCluster
 from devicehub.testing.stack import DEVICEHUB, Stack, serve_env, start_stack
 
 REPO = Path(__file__).resolve().parents[1]

@@ -107,7 +107,8 @@ def test_benchmark_runs_every_measurement(tmp_path: Path):
         store = report["movement_store"][scale]
         assert store["samples"] > 0 and store["baseline_rows"] > 0, scale
         assert store["bytes_per_sample"] > 0 and store["baseline_bytes_per_sample"] > 0, scale
-        measures = {c["measure"] for c in report["checks"] if c["figure"] == f"movement_store{scale}"}
+        figure = f"movement_store{scale}"
+        measures = {c["measure"] for c in report["checks"] if c["figure"] == figure}
         assert measures == {"bytes per sample on disk", "row layout: bytes per sample"}, scale
     # What the embedded default gives: home screen beside the stack limit, on SQLite.
     sqlite = {c["measure"] for c in report["checks"] if c["figure"].endswith("_sqlite")}

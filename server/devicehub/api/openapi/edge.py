@@ -27,8 +27,11 @@ PUBLIC_METHODS = frozenset(
     }
 )
 
-# The list methods whose servicer calls rest_edge.send_list_metadata: over REST their
-# answer is the bare JSON array of the response's one repeated field (gateway/rest_edge.lua).
+# The list methods whose REST answer is the bare JSON array of the response's one repeated
+# field (gateway/rest_edge.lua): their servicer calls rest_edge.send_list_metadata, or, for
+# the home screen (the hottest call, spared that metadata operation), their envoy.yaml
+# route names the field (rest_array). tests/unit/test_openapi.py checks this list against
+# both.
 BARE_ARRAY_METHODS = frozenset(
     {
         "AccountService.ListChildren",
