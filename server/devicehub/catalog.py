@@ -382,10 +382,8 @@ def delete_device(caller: Caller, device_id: int) -> None:
     require_admin(caller)
     with database.atomic():
         device = get_device(device_id)
-        has_history = Devlog.select().where(
-            Devlog.device == device_id
-        ).exists() or movement_rows.device_has_samples(device_id)
-        if has_history:
+        has_logs = Devlog.select().where(Devlog.device == device_id).exists()
+        if has_logs or movement_rows.device_has_samples(device_id):
             raise Conflict(
                 "Device has usage logs or movement samples",
                 reasons.ERROR_REASON_DEVICE_HAS_HISTORY,

@@ -119,6 +119,18 @@ def test_concurrent_overlapping_uploads_store_each_sample_once(stack, lux):
         assert read_all(stack, lux, 1000, start=start, end=start + 10 * HOUR) == in_round
 
 
+def test_a_device_with_stored_samples_is_not_deleted(stack, admin, lux):
+    """A device whose samples are stored (in chunks on PostgreSQL) keeps them: deleting it
+    is refused with the documented 409 and nothing is removed."""
+    grpc_upload(stack, lux, [(BASE + 5, 7)])
+    path = f"/api/device/devices/{lux.device['id']}/"
+    refused = stack.request("DELETE", path, admin)
+    assert refused.status_code == 409
+    assert refused.json()["code"] == "DEVICE_HAS_HISTORY"
+    assert stack.request("GET", path, admin).status_code == 200
+    assert stored_rows(stack, lux.device["id"]) == [(BASE + 5, 7)]
+
+
 def test_interleaved_uploads_read_back_in_timestamp_order(stack, lux):
     """Even timestamps first, then odd ones, over three windows: the second upload's chunks
     interleave with the first's; pages of 7 still give every sample once, in order."""
